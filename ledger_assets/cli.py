@@ -1,0 +1,173 @@
+"""The ``ledger`` command: run the system of record and the demo.
+
+    ledger db start|stop|status|dsn   the private Postgres cluster
+    ledger migrate                    apply pending schema migrations
+    ledger seed [--tenants ...]       fill the system of record with synthetic data
+    ledger demo                       all of the above, then ``dagster dev``
+
+Errors that a user can fix print one line and exit with status 2. The command never imports
+Dagster: ``demo`` starts ``dagster dev`` as a child process with the resolved DSN in its
+environment, which the code location reads through ``EnvVar("LEDGER_PG_DSN")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import psycopg
+
+from ledger_assets.lib.logs import configure_logging, get_logger
+from ledger_assets.lib.settings import Settings
+from ledger_assets.lib.sor import bootstrap
+from ledger_assets.lib.sor.migrate import MigrationError
+from ledger_assets.lib.sor.pgcluster import ClusterError
+from ledger_assets.lib.sor.preflight import PreflightError
+
+log = get_logger(__name__)
+
+#: Errors a user can act on: printed as one line, never as a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ClusterError,
+    PreflightError,
+    MigrationError,
+    ValueError,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.pg_dsn and args.action in {"start", "stop"}:
+        raise ValueError("LEDGER_PG_DSN is set: the private cluster is not in use")
+    cluster = bootstrap.private_cluster(settings)
+    if args.action == "start":
+        cluster.start()
+        bootstrap.ensure_database(cluster.dsn("postgres"), "ledger")
+        print(f"private Postgres running on 127.0.0.1:{cluster.port} ({cluster.data_dir})")
+    elif args.action == "stop":
+        cluster.stop()
+        print("private Postgres stopped")
+    elif args.action == "status":
+        pid = cluster.running_pid()
+        print(f"running (pid {pid})" if pid else "stopped")
+        return 0 if pid else 3
+    elif args.action == "dsn":
+        print(settings.pg_dsn or cluster.dsn())
+    return 0
+
+
+def _migrate(_: argparse.Namespace, settings: Settings) -> int:
+    sor = bootstrap.prepare(settings)
+    names = [f"{m.version:04d}_{m.name}" for m in sor.applied]
+    print(f"applied {len(names)} migration(s): {', '.join(names)}" if names else "up to date")
+    return 0
+
+
+def _has_tenants(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("select exists (select 1 from ledger.tenants)").fetchone()
+    return bool(row and row[0])
+
+
+def _seed(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the generator pulls in numpy/pyarrow, which db/migrate do not need.
+    from ledger_assets.lib.synth.load import SeedSpec, seed_database
+
+    sor = bootstrap.prepare(settings)
+    if args.rows:
+        spec = SeedSpec.scale(total_rows=args.rows, tenants=args.tenants, years=args.years)
+    else:
+        spec = SeedSpec.demo()
+    if args.seed is not None:
+        spec = spec.with_seed(args.seed)
+    report = seed_database(sor.dsn, spec)
+    print(report.summary())
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ledger_assets.lib.synth.load import SeedSpec, seed_database
+
+    sor = bootstrap.prepare(settings)
+    log.info(
+        "system of record ready", dsn_host=psycopg.conninfo.conninfo_to_dict(sor.dsn).get("host")
+    )
+    if not _has_tenants(sor.dsn):
+        report = seed_database(sor.dsn, SeedSpec.demo(end=date.today()))
+        log.info("seeded demo data", rows=report.total_rows, seconds=round(report.seconds, 2))
+    env = {
+        **os.environ,
+        "LEDGER_PG_DSN": sor.dsn,
+        # dagster.yaml in the project root is the instance configuration, used as it is.
+        "DAGSTER_HOME": str(PROJECT_ROOT),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
+    log.info("starting dagster dev", url=f"http://{args.host}:{args.port}")
+    child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        return child.wait()
+    finally:
+        if sor.cluster is not None and not args.keep_db_running:
+            sor.cluster.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="manage the private Postgres cluster")
+    db.add_argument("action", choices=["start", "stop", "status", "dsn"])
+    db.set_defaults(handler=_db)
+
+    commands.add_parser("migrate", help="apply pending migrations").set_defaults(handler=_migrate)
+
+    seed = commands.add_parser("seed", help="load synthetic data into the system of record")
+    seed.add_argument("--rows", type=int, help="total rows across all tables (default: demo size)")
+    seed.add_argument("--tenants", type=int, default=1000)
+    seed.add_argument("--years", type=float, default=3.0)
+    seed.add_argument("--seed", type=int, default=None)
+    seed.set_defaults(handler=_seed)
+
+    demo = commands.add_parser("demo", help="start everything and run dagster dev")
+    demo.add_argument("--host", default=os.environ.get("LEDGER_DAGSTER_HOST", "127.0.0.1"))
+    demo.add_argument(
+        "--port", type=int, default=int(os.environ.get("LEDGER_DAGSTER_PORT", "3000"))
+    )
+    demo.add_argument("--keep-db-running", action="store_true")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging(os.environ.get("LEDGER_LOG_LEVEL", "INFO"))
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return int(args.handler(args, settings))
+    except USER_ERRORS as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
