@@ -41,5 +41,5 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
 
 
 def get_logger(name: str) -> Any:
-    """A structlog logger carrying ``logger=name``."""
-    return structlog.get_logger(logger=name)
+    """A structlog logger whose events carry ``logger_name=name``."""
+    return structlog.get_logger(logger_name=name)
