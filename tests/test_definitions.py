@@ -117,3 +117,18 @@ def test_dagster_dev_serves_the_code_location(tmp_path: Path, migrated_dsn: str)
         and not any(known in line for known in DAGSTER_OWN_NOTICES)
     ]
     assert unexpected == []
+
+
+@pytest.mark.parametrize("config", ["dagster.yaml", "docs/deploy/dagster.yaml"])
+def test_instance_configs_are_valid(
+    config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The instance-config validator has no public API; DagsterInstance.from_config would also
+    # try to reach the production Postgres.
+    from dagster._core.instance.config import dagster_instance_config
+
+    monkeypatch.setenv("DAGSTER_PG_URL", "postgresql://user:secret@db.internal/dagster")
+    monkeypatch.setenv("LEDGER_S3_BUCKET", "ledger-lake")
+    shutil.copy(ROOT / config, tmp_path / "dagster.yaml")
+    settings, _ = dagster_instance_config(str(tmp_path))
+    assert settings["run_coordinator"]["class"] == "QueuedRunCoordinator"
