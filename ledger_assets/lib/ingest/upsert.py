@@ -1,0 +1,129 @@
+"""Write batches of rows with COPY into a staging table, then merge them in one statement.
+
+Row-by-row INSERTs cost a round trip and a plan per row; COPY streams the batch and the merge
+is a single set-based ``INSERT ... SELECT ... ON CONFLICT``. The staging table is a temporary
+table dropped at commit, so a failed batch leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from ledger_assets.lib.ingest.tables import IngestTable
+
+
+@dataclass(frozen=True)
+class MergeCounts:
+    inserted: int = 0
+    updated: int = 0
+    #: Rows whose stored snapshot was as new or newer: duplicates and late deliveries.
+    unchanged: int = 0
+
+    def __add__(self, other: MergeCounts) -> MergeCounts:
+        return MergeCounts(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+        )
+
+
+def _merge_statement(table: IngestTable, stage: str) -> sql.Composed:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
+    target = sql.Identifier("ledger", table.name)
+    key = sql.Identifier(table.key)
+    non_key = [c for c in table.columns if c != table.key]
+    conflict: sql.Composable
+    if table.progress is None:
+        conflict = sql.SQL("do nothing")
+    else:
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in non_key
+        )
+        stored = sql.SQL(table.progress.format(t="t"))
+        incoming = sql.SQL(table.progress.format(t="excluded"))
+        newer: sql.Composable
+        if table.has_source_ts:
+            newer = sql.SQL("(excluded.source_ts, {}) > (t.source_ts, {})").format(incoming, stored)
+        else:
+            # Ordered sources (Plaid's cursor) replace a row whenever its content changed.
+            newer = sql.SQL("({}) is distinct from ({})").format(
+                sql.SQL(", ").join(
+                    sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in non_key
+                ),
+                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
+            )
+        conflict = sql.SQL("do update set {} where {}").format(assignments, newer)
+    # `xmax = 0` is true for a freshly inserted tuple and false for an updated one.
+    return sql.SQL(
+        "with merged as (insert into {target} as t ({columns}) "
+        "select {columns} from {stage} order by {key} "
+        "on conflict ({key}) {conflict} returning (xmax = 0) as inserted) "
+        "select count(*) filter (where inserted), count(*) filter (where not inserted) from merged"
+    ).format(
+        target=target, columns=columns, stage=sql.Identifier(stage), key=key, conflict=conflict
+    )
+
+
+def merge_rows(
+    conn: psycopg.Connection[tuple[object, ...]],
+    table: IngestTable,
+    rows: Iterable[Sequence[object]],
+) -> MergeCounts:
+    """Stage ``rows`` (tuples in ``table.columns`` order) with COPY and merge them.
+
+    Must run inside a transaction: the staging table lives until it commits. Rows with the same
+    key in one batch are reduced to the most advanced one first, because one INSERT may not
+    touch a row twice.
+    """
+    stage = f"stage_{table.name}"
+    conn.execute(
+        sql.SQL(
+            "create temp table if not exists {stage} "
+            "(like {target} including defaults) on commit drop"
+        ).format(stage=sql.Identifier(stage), target=sql.Identifier("ledger", table.name))
+    )
+    conn.execute(sql.SQL("truncate {}").format(sql.Identifier(stage)))
+    staged = 0
+    copy_sql = sql.SQL("copy {} ({}) from stdin").format(
+        sql.Identifier(stage), sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
+    )
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+            staged += 1
+    if staged == 0:
+        return MergeCounts()
+    _keep_most_advanced_duplicate(conn, table, stage)
+    result = conn.execute(_merge_statement(table, stage)).fetchone()
+    assert result is not None
+    inserted, updated = int(str(result[0])), int(str(result[1]))
+    return MergeCounts(inserted, updated, staged - inserted - updated)
+
+
+def _keep_most_advanced_duplicate(
+    conn: psycopg.Connection[tuple[object, ...]], table: IngestTable, stage: str
+) -> None:
+    order: list[sql.Composable] = [sql.SQL("s.ctid desc")]
+    if table.progress is not None:
+        rank = sql.SQL(table.progress.format(t="s"))
+        order = [
+            *([sql.SQL("s.source_ts desc")] if table.has_source_ts else []),
+            sql.SQL("{} desc").format(rank),
+            *order,
+        ]
+    conn.execute(
+        sql.SQL(
+            "delete from {stage} d using (select ctid, row_number() over "
+            "(partition by {key} order by {order}) as n from {stage} s) r "
+            "where d.ctid = r.ctid and r.n > 1"
+        ).format(
+            stage=sql.Identifier(stage),
+            key=sql.Identifier(table.key),
+            order=sql.SQL(", ").join(order),
+        )
+    )
