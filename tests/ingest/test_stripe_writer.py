@@ -1,4 +1,4 @@
-"""Validated Stripe objects into Postgres: merges only move forward, orphans wait, nothing is lost."""
+"""Validated Stripe objects into Postgres: merges only move forward, orphans wait."""
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
