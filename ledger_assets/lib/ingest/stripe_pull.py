@@ -1,0 +1,237 @@
+"""Incremental Stripe pulls through the real SDK, with stored cursors and an overlap window.
+
+Each (account, stream) has a cursor in ``ledger.ingestion_cursors``: the newest ``created`` of
+a completed pull. A pull asks for ``created >= cursor - overlap`` and walks the list newest
+first. Objects created *during* the walk land at the head of the list, behind the walk, so the
+next pull's overlap picks them up; the forward-only merge makes re-reading harmless.
+
+Speed: the SDK's object model converts ~4,000 objects/s here, so pages are read with
+``StripeClient.raw_request`` (the SDK's auth, API version and retries, but plain JSON) and
+validated straight into rows. Memory is bounded by ``batch_size``: pages are merged into
+Postgres every few thousand objects, each batch in its own transaction, and the cursor moves
+only when the whole window has been read. A crash mid-window leaves merged batches (harmless
+to re-read) and the old cursor, so the next run repeats the window and completes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import stripe
+from stripe._base_address import BaseAddresses
+
+from ledger_assets.lib.ingest.inbox import InboxEvent, land
+from ledger_assets.lib.ingest.stripe_records import StripeRows, validate_objects
+from ledger_assets.lib.ingest.stripe_writer import WriteReport, write_stripe_rows
+
+#: Object streams pulled by list endpoint, in parent-first order. Disputes and balance
+#: transactions have their own endpoints because the Events API only reaches back 30 days.
+OBJECT_STREAMS: tuple[str, ...] = (
+    "charges", "balance_transactions", "payouts", "refunds", "disputes",
+)  # fmt: skip
+EVENTS_STREAM = "events"
+#: Re-read this far behind the cursor: covers objects created while the previous walk ran and
+#: Stripe's 1-second `created` resolution.
+DEFAULT_OVERLAP_S = 15 * 60
+PAGE_LIMIT = 100  # Stripe's maximum
+
+
+@dataclass(frozen=True)
+class StripeAccount:
+    tenant_id: int
+    account_id: str
+
+
+@dataclass
+class PullReport:
+    stream: str
+    account: str
+    fetched: int = 0
+    pages: int = 0
+    writes: WriteReport = field(default_factory=WriteReport)
+    events_landed: int = 0
+    #: Balance transactions newly linked to the payout that swept them.
+    payout_links: int = 0
+    cursor_before: int | None = None
+    cursor_after: int | None = None
+    seconds: float = 0.0
+
+
+def make_client(
+    api_key: str, api_base: str | None = None, max_network_retries: int = 3
+) -> stripe.StripeClient:
+    """A client with explicit retries (``StripeClient`` does not retry by default)."""
+    base: BaseAddresses = {"api": api_base} if api_base else {}
+    return stripe.StripeClient(
+        api_key, base_addresses=base, max_network_retries=max_network_retries
+    )
+
+
+def read_cursor(
+    conn: psycopg.Connection[tuple[object, ...]], stream: str, account: str
+) -> int | None:
+    row = conn.execute(
+        "select cursor_value from ledger.ingestion_cursors "
+        "where provider = 'stripe' and stream = %s and scope = %s",
+        (stream, account),
+    ).fetchone()
+    return None if row is None else int(str(row[0]))
+
+
+def write_cursor(
+    conn: psycopg.Connection[tuple[object, ...]], stream: str, account: StripeAccount, value: int
+) -> None:
+    conn.execute(
+        """
+        insert into ledger.ingestion_cursors (provider, stream, scope, tenant_id, cursor_value)
+        values ('stripe', %s, %s, %s, %s)
+        on conflict (provider, stream, scope) do update
+            set cursor_value = excluded.cursor_value, updated_at = now()
+            where ledger.ingestion_cursors.cursor_value::bigint < excluded.cursor_value::bigint
+        """,
+        (stream, account.account_id, account.tenant_id, str(value)),
+    )
+
+
+def iter_pages(
+    client: stripe.StripeClient, stream: str, account: str, created_gte: int | None
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of raw objects, newest first, until the list is exhausted."""
+    params: dict[str, Any] = {"limit": PAGE_LIMIT, "stripe_account": account}
+    if created_gte is not None:
+        params["created"] = {"gte": created_gte}
+    while True:
+        response = client.raw_request("get", f"/v1/{stream}", **params)
+        body = response.data
+        data: list[dict[str, Any]] = body["data"]
+        if data:
+            yield data
+        if not body.get("has_more") or not data:
+            return
+        params["starting_after"] = data[-1]["id"]
+
+
+def pull_stream(
+    conn: psycopg.Connection[tuple[object, ...]],
+    client: stripe.StripeClient,
+    account: StripeAccount,
+    stream: str,
+    overlap_s: int = DEFAULT_OVERLAP_S,
+    batch_size: int = 5000,
+) -> PullReport:
+    """Pull one stream of one account into the system of record (or, for events, the inbox).
+
+    Args:
+        conn: an autocommit connection; each batch commits on its own.
+        client: a configured Stripe client.
+        account: the tenant and its Stripe account.
+        stream: one of ``OBJECT_STREAMS`` or ``EVENTS_STREAM``.
+        overlap_s: how far behind the stored cursor to start.
+        batch_size: objects merged per transaction (the memory bound).
+    """
+    started = time.monotonic()
+    report = PullReport(stream, account.account_id)
+    report.cursor_before = read_cursor(conn, stream, account.account_id)
+    since = None if report.cursor_before is None else report.cursor_before - overlap_s
+    # Snapshots from this pull are stamped with its start time (see migration 0003).
+    source_ts = datetime.now(tz=UTC)
+    newest = report.cursor_before or 0
+    pending: list[dict[str, Any]] = []
+    for page in iter_pages(client, stream, account.account_id, since):
+        report.pages += 1
+        report.fetched += len(page)
+        newest = max(newest, max(int(o.get("created", 0)) for o in page))
+        pending.extend(page)
+        if len(pending) >= batch_size:
+            _flush(conn, stream, account, pending, source_ts, report)
+            pending = []
+    _flush(conn, stream, account, pending, source_ts, report)
+    if stream == "payouts":
+        report.payout_links = link_payout_transactions(conn, client, account)
+    if report.fetched:
+        with conn.transaction():
+            write_cursor(conn, stream, account, newest)
+    report.cursor_after = read_cursor(conn, stream, account.account_id)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _flush(
+    conn: psycopg.Connection[tuple[object, ...]],
+    stream: str,
+    account: StripeAccount,
+    objects: list[dict[str, Any]],
+    source_ts: datetime,
+    report: PullReport,
+) -> None:
+    if not objects:
+        return
+    with conn.transaction():
+        if stream == EVENTS_STREAM:
+            for event in objects:
+                report.events_landed += land(conn, stripe_event_for_inbox(event, account.tenant_id))
+            return
+        rows = validate_objects(objects, account.tenant_id, source_ts, StripeRows())
+        report.writes.absorb(
+            write_stripe_rows(conn, rows, account.tenant_id, {o["id"]: o for o in objects})
+        )
+
+
+def stripe_event_for_inbox(event: dict[str, Any], tenant_id: int | None) -> InboxEvent:
+    return InboxEvent(
+        provider="stripe",
+        event_key=str(event["id"]),
+        event_type=str(event["type"]),
+        source_created=datetime.fromtimestamp(int(event["created"]), tz=UTC),
+        payload=event,
+        tenant_id=tenant_id,
+    )
+
+
+def link_payout_transactions(
+    conn: psycopg.Connection[tuple[object, ...]],
+    client: stripe.StripeClient,
+    account: StripeAccount,
+) -> int:
+    """Record which balance transactions each paid automatic payout swept.
+
+    Stripe's BalanceTransaction has no payout field; the link is the list endpoint's
+    ``payout=`` filter. Only payouts with no linked transaction yet are asked, so a re-run
+    costs one query.
+    """
+    unlinked = [
+        str(r[0])
+        for r in conn.execute(
+            """
+            select p.id from ledger.stripe_payouts p
+            where p.tenant_id = %s and p.automatic and p.status = 'paid'
+              and not exists (
+                  select 1 from ledger.stripe_balance_transactions b where b.payout = p.id)
+            """,
+            (account.tenant_id,),
+        ).fetchall()
+    ]
+    linked = 0
+    for payout in unlinked:
+        params: dict[str, Any] = {
+            "limit": PAGE_LIMIT, "payout": payout, "stripe_account": account.account_id,
+        }  # fmt: skip
+        ids: list[str] = []
+        while True:
+            body = client.raw_request("get", "/v1/balance_transactions", **params).data
+            ids.extend(o["id"] for o in body["data"] if o.get("type") != "payout")
+            if not body.get("has_more") or not body["data"]:
+                break
+            params["starting_after"] = body["data"][-1]["id"]
+        with conn.transaction():
+            linked += conn.execute(
+                "update ledger.stripe_balance_transactions set payout = %s "
+                "where tenant_id = %s and id = any(%s) and payout is distinct from %s",
+                (payout, account.tenant_id, ids, payout),
+            ).rowcount
+    return linked
