@@ -2,12 +2,30 @@
 
 import dagster as dg
 
+from ledger_assets.defs.plaid.assets import plaid_ingestion
+from ledger_assets.defs.plaid.sensors import (
+    plaid_sync_job,
+    plaid_sync_schedule,
+    plaid_webhook_sensor,
+)
 from ledger_assets.defs.resources import RESOURCES
-from ledger_assets.defs.sor.assets import SYSTEM_OF_RECORD_TABLES
 from ledger_assets.defs.sor.sensors import system_of_record_activity_sensor, tenant_registry_sensor
+from ledger_assets.defs.stripe.assets import stripe_ingestion
+from ledger_assets.defs.stripe.sensors import (
+    stripe_ingestion_job,
+    stripe_pull_schedule,
+    stripe_webhook_sensor,
+)
 
 defs = dg.Definitions(
-    assets=SYSTEM_OF_RECORD_TABLES,
-    sensors=[tenant_registry_sensor, system_of_record_activity_sensor],
+    assets=[stripe_ingestion, plaid_ingestion],
+    jobs=[stripe_ingestion_job, plaid_sync_job],
+    schedules=[stripe_pull_schedule, plaid_sync_schedule],
+    sensors=[
+        tenant_registry_sensor,
+        system_of_record_activity_sensor,
+        stripe_webhook_sensor,
+        plaid_webhook_sensor,
+    ],
     resources=RESOURCES,
 )

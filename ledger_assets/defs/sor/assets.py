@@ -1,31 +1,14 @@
-"""The Postgres system of record, as external assets.
+"""Asset keys of the Postgres system of record.
 
-Each mirrored table is an asset that Dagster does not materialize: Postgres is the truth. The
-``system_of_record_activity_sensor`` records an observation whenever a table's write counter
-moves, so the UI shows when the truth changed, and lineage runs from Postgres through the lake
-to the marts.
+The mirrored tables are materialized by the ingestion assets (``defs/stripe``, ``defs/plaid``)
+and observed by ``system_of_record_activity_sensor``; every layer above (lake, marts) hangs off
+these keys, so lineage in the UI runs from Postgres to the dashboard.
 """
 
 import dagster as dg
-
-from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 
 SOR_KEY_PREFIX = "sor"
 
 
 def sor_asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey([SOR_KEY_PREFIX, table])
-
-
-SYSTEM_OF_RECORD_TABLES = [
-    dg.AssetSpec(
-        sor_asset_key(t.name),
-        description=(
-            f"Postgres table ledger.{t.name}, the system of record. One row per object "
-            f"(key {t.primary_key}); a row's local day comes from {t.day_column}."
-        ),
-        group_name="system_of_record",
-        kinds={"postgres"},
-    )
-    for t in MIRRORED_TABLES
-]

@@ -147,3 +147,40 @@ def _apply_one(
         return "quarantined"
     report.applied += 1
     return "applied"
+
+
+def pending_plaid_items(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, int]:
+    """Items with received (not yet synced) Plaid webhooks → the newest inbox id for each."""
+    rows = conn.execute(
+        """
+        select payload->>'item_id', max(inbox_id) from ledger.webhook_inbox
+        where provider = 'plaid' and status = 'received' and payload ? 'item_id'
+        group by 1
+        """
+    ).fetchall()
+    return {str(item): int(str(newest)) for item, newest in rows}
+
+
+def mark_plaid_webhooks_synced(
+    conn: psycopg.Connection[tuple[object, ...]], item_id: str, up_to_inbox_id: int
+) -> int:
+    """After a sync that started once they had landed, the item's webhooks are served."""
+    return conn.execute(
+        """
+        update ledger.webhook_inbox
+        set status = 'applied', applied_at = now(), attempts = attempts + 1
+        where provider = 'plaid' and status = 'received' and payload->>'item_id' = %s
+          and inbox_id <= %s
+        """,
+        (item_id, up_to_inbox_id),
+    ).rowcount
+
+
+def newest_received(conn: psycopg.Connection[tuple[object, ...]], provider: str) -> int | None:
+    """The newest inbox id still waiting to be applied for ``provider`` (a sensor's trigger)."""
+    row = conn.execute(
+        "select max(inbox_id) from ledger.webhook_inbox "
+        "where provider = %s and status = 'received'",
+        (provider,),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(str(row[0]))

@@ -67,3 +67,20 @@ def tenant_ids(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
     """Every tenant id in the system of record, ascending."""
     rows = conn.execute("select tenant_id from ledger.tenants order by tenant_id").fetchall()
     return [int(str(r[0])) for r in rows]
+
+
+def stripe_accounts(conn: psycopg.Connection[tuple[object, ...]]) -> list[tuple[int, str]]:
+    """(tenant_id, Stripe account id) of every tenant, by tenant id."""
+    rows = conn.execute(
+        "select tenant_id, stripe_account_id from ledger.tenants order by tenant_id"
+    ).fetchall()
+    return [(int(str(t)), str(a)) for t, a in rows]
+
+
+def plaid_items(conn: psycopg.Connection[tuple[object, ...]]) -> list[tuple[str, int, str]]:
+    """(item_id, tenant_id, access_token) of every item we can read, by item id."""
+    rows = conn.execute(
+        "select item_id, tenant_id, access_token from ledger.plaid_items "
+        "where access_token is not null order by item_id"
+    ).fetchall()
+    return [(str(i), int(str(t)), str(a)) for i, t, a in rows]

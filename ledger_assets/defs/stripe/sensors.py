@@ -1,0 +1,44 @@
+"""Trigger Stripe ingestion when webhook events land, and pull on a schedule."""
+
+import dagster as dg
+
+from ledger_assets.defs.resources import PostgresResource
+from ledger_assets.defs.stripe.assets import stripe_ingestion
+from ledger_assets.lib.ingest.inbox import newest_received
+
+stripe_ingestion_job = dg.define_asset_job(
+    "stripe_ingestion_job",
+    selection=dg.AssetSelection.assets(stripe_ingestion),
+    description="Pull Stripe objects and events for every tenant, then apply the inbox.",
+)
+
+stripe_pull_schedule = dg.ScheduleDefinition(
+    name="stripe_pull_schedule",
+    description="Incremental Stripe pulls (list endpoints + events) for every tenant.",
+    job=stripe_ingestion_job,
+    cron_schedule="*/5 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
+@dg.sensor(
+    name="stripe_webhook_sensor",
+    description="Apply newly landed Stripe webhook events (inbox only, no list pulls).",
+    job=stripe_ingestion_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def stripe_webhook_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource
+) -> dg.RunRequest | dg.SkipReason:
+    with postgres.connect() as conn:
+        newest = newest_received(conn, "stripe")
+    if newest is None or (context.cursor and int(context.cursor) >= newest):
+        return dg.SkipReason("no new Stripe webhook events in the inbox")
+    context.update_cursor(str(newest))
+    # The run key names the newest inbox row: a replayed tick dedupes, a new event never does.
+    return dg.RunRequest(
+        run_key=f"stripe-inbox-{newest}",
+        run_config=dg.RunConfig({"stripe_ingestion": {"config": {"pull": False}}}),
+        tags={"ledger/trigger": "stripe_webhook"},
+    )
