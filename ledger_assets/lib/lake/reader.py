@@ -1,0 +1,61 @@
+"""Read a lake table as one relation: base files, with overlays superseding their partitions."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from ledger_assets.lib.lake.layout import LakeLayout
+from ledger_assets.lib.lake.schema import LakeTable
+
+
+def sql_string(text: str) -> str:
+    """A DuckDB string literal, for the places that take no parameters (DDL, COPY targets)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sql_list(paths: list[str]) -> str:
+    """A DuckDB list literal of strings."""
+    return "[" + ", ".join(sql_string(p) for p in paths) + "]"
+
+
+def create_lake_view(
+    con: duckdb.DuckDBPyConnection,
+    layout: LakeLayout,
+    lake_table: LakeTable,
+    name: str | None = None,
+) -> str:
+    """Create (or replace) a view over the current files of ``lake_table``; returns its name.
+
+    The view is a snapshot of the file list: call again after the lake changed. A partition with
+    an overlay file is read from the overlay only; every other partition from its day's base.
+    """
+    view = name or lake_table.name
+    bases = [str(p) for p in layout.base_files(lake_table.name)]
+    overlays = [str(p) for p in layout.overlay_files(lake_table.name)]
+    keys = layout.overlay_keys(lake_table.name)
+    empty = f"__empty_{view}"
+    con.register(empty, lake_table.schema.empty_table())
+    hidden = f"__overlaid_{view}"
+    con.register(
+        hidden,
+        pa.table(
+            {
+                "tenant_id": pa.array([k.tenant_id for k in keys], pa.int32()),
+                "local_date": pa.array([k.local_date for k in keys], pa.date32()),
+            }
+        ),
+    )
+    base_sql = (
+        f"select b.* from read_parquet({sql_list(bases)}) b "  # noqa: S608 - escaped paths
+        f"anti join {hidden} h using (tenant_id, local_date)"
+        if bases
+        else f"select * from {empty}"  # noqa: S608 - a registered name
+    )
+    overlay_sql = (
+        f"select * from read_parquet({sql_list(overlays)})"  # noqa: S608 - escaped paths
+        if overlays
+        else f"select * from {empty}"  # noqa: S608 - a registered name
+    )
+    con.execute(f"create or replace view {view} as {base_sql} union all by name {overlay_sql}")
+    return view
