@@ -16,6 +16,7 @@ from ledger_assets.lib.lake.apply import (
     UnknownTenantZoneError,
     apply_changes,
 )
+from ledger_assets.lib.lake.compact import compact
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
 from ledger_assets.lib.lake.reader import create_lake_view
 from ledger_assets.lib.lake.schema import LakeTable, load_lake_table
@@ -223,3 +224,23 @@ def test_money_and_json_types_survive_exactly(world: Any) -> None:
     assert con.execute("select metadata from stripe_charges where id='ch_a'").fetchone() == (
         '{"big": "value"}',
     )
+
+
+def test_compaction_folds_overlays_without_changing_any_partition(world: Any) -> None:
+    _, layout, lake_table = world
+    batch = changes(
+        lake_table,
+        ("insert", charge_row("ch_n1", 1, datetime(2024, 3, 10, 12, 0, tzinfo=UTC)), None),
+        ("insert", charge_row("ch_n2", 2, datetime(2024, 3, 11, 1, 0, tzinfo=UTC)), None),
+        ("delete", None, charge_row("ch_a", 1, datetime(2024, 3, 10, 4, 30, tzinfo=UTC))),
+    )
+    apply_changes(layout, lake_table, ZONES, batch)
+    before = lake_counts(layout, lake_table)
+    untouched = layout.base_file("stripe_charges", date(2024, 3, 11)).read_bytes()
+    report = compact(layout, lake_table, before=date(2024, 3, 11))
+    assert (report.days, report.overlays_folded) == (2, 2)  # March 9 (emptied) and March 10
+    assert lake_counts(layout, lake_table) == before
+    assert layout.overlay_keys("stripe_charges") == [
+        PartitionKey("stripe_charges", 2, date(2024, 3, 11))  # inside the hot window: kept
+    ]
+    assert layout.base_file("stripe_charges", date(2024, 3, 11)).read_bytes() == untouched
