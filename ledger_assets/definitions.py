@@ -2,6 +2,14 @@
 
 import dagster as dg
 
+from ledger_assets.defs.cdc.sensors import cdc_capture_sensor, lake_seed_sensor
+from ledger_assets.defs.lake.assets import LAKE_ASSETS
+from ledger_assets.defs.lake.jobs import (
+    lake_apply_job,
+    lake_compaction_job,
+    lake_compaction_schedule,
+    lake_seed_job,
+)
 from ledger_assets.defs.plaid.assets import plaid_ingestion
 from ledger_assets.defs.plaid.sensors import (
     plaid_sync_job,
@@ -18,14 +26,22 @@ from ledger_assets.defs.stripe.sensors import (
 )
 
 defs = dg.Definitions(
-    assets=[stripe_ingestion, plaid_ingestion],
-    jobs=[stripe_ingestion_job, plaid_sync_job],
-    schedules=[stripe_pull_schedule, plaid_sync_schedule],
+    assets=[stripe_ingestion, plaid_ingestion, *LAKE_ASSETS],
+    jobs=[
+        stripe_ingestion_job,
+        plaid_sync_job,
+        lake_seed_job,
+        lake_apply_job,
+        lake_compaction_job,
+    ],
+    schedules=[stripe_pull_schedule, plaid_sync_schedule, lake_compaction_schedule],
     sensors=[
         tenant_registry_sensor,
         system_of_record_activity_sensor,
         stripe_webhook_sensor,
         plaid_webhook_sensor,
+        lake_seed_sensor,
+        cdc_capture_sensor,
     ],
     resources=RESOURCES,
 )

@@ -2,13 +2,16 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import psycopg
 import stripe
 from plaid.api import plaid_api
 
+from ledger_assets.lib.cdc import CaptureConfig
 from ledger_assets.lib.ingest import plaid_sync, stripe_pull
+from ledger_assets.lib.lake.layout import LakeLayout
 
 
 class PostgresResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -46,8 +49,35 @@ class PlaidResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return plaid_sync.make_client(self.host, self.client_id, self.secret)
 
 
+class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The Parquet lake (a local folder) and the CDC slot and publication that feed it."""
+
+    root: str
+    slot_name: str = "ledger_lake"
+    publication: str = "ledger_lake"
+
+    @property
+    def layout(self) -> LakeLayout:
+        return LakeLayout(Path(self.root).resolve())
+
+    @property
+    def changelog_dir(self) -> Path:
+        return self.layout.root / "_changelog"
+
+    def capture_config(self, dsn: str) -> CaptureConfig:
+        return CaptureConfig(
+            dsn=dsn,
+            changelog_dir=self.changelog_dir,
+            slot_name=self.slot_name,
+            publication=self.publication,
+            # A sensor tick must stay well inside Dagster's sensor timeout.
+            max_seconds=20.0,
+        )
+
+
 RESOURCES: dict[str, object] = {
     "postgres": PostgresResource(dsn=dg.EnvVar("LEDGER_PG_DSN")),
+    "lake": LakeResource(root=dg.EnvVar("LEDGER_LAKE_ROOT")),
     "stripe": StripeResource(
         api_key=dg.EnvVar("STRIPE_API_KEY"), api_base=dg.EnvVar("STRIPE_API_BASE")
     ),

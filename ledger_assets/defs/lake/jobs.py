@@ -1,0 +1,121 @@
+"""Runs that write the lake: seed it, apply CDC batches, compact old overlays."""
+
+from datetime import date, timedelta
+
+import dagster as dg
+
+from ledger_assets.defs.lake.assets import lake_asset_key
+from ledger_assets.defs.partitions import LAKE_START_DATE, tenant_partitions
+from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.lib.cdc import ChangeCapture, reset_capture
+from ledger_assets.lib.cdc.state import read_state
+from ledger_assets.lib.lake.compact import compact
+from ledger_assets.lib.lake.sync import apply_landed, lake_tables, seed_lake
+
+#: Days still receiving changes keep their overlays; older ones are folded into day files.
+HOT_WINDOW_DAYS = 3
+_FIRST_DAY = date.fromisoformat(LAKE_START_DATE)
+
+
+def _register_tenants(context: dg.OpExecutionContext, tenants: set[int]) -> None:
+    assert tenant_partitions.name is not None
+    known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
+    new = sorted({str(t) for t in tenants} - known, key=int)
+    if new:
+        context.instance.add_dynamic_partitions(tenant_partitions.name, new)
+
+
+@dg.op(pool="lake_writer")
+def seed_lake_from_postgres(
+    context: dg.OpExecutionContext, postgres: PostgresResource, lake: LakeResource
+) -> None:
+    """Create the CDC slot (first, so nothing is missed), then snapshot every mirrored table."""
+    config = lake.capture_config(postgres.dsn)
+    if read_state(config.changelog_dir) is None:
+        # No change log: a slot left from an older lake cannot be continued (re-snapshot path).
+        retired = reset_capture(config)
+        if retired:
+            context.log.warning(f"retired an old change log to {retired}")
+    with ChangeCapture(config) as capture:
+        state = capture.start()
+    reports = seed_lake(postgres.dsn, lake.layout, state.origin)
+    for report in reports:
+        context.log.info(
+            f"seeded lake/{report.table}: {report.rows} rows in {report.days} day files "
+            f"({report.seconds:.1f} s), consistent once CDC passes {report.consistent_lsn}"
+        )
+
+
+@dg.op(pool="lake_writer")
+def apply_change_log(
+    context: dg.OpExecutionContext, postgres: PostgresResource, lake: LakeResource
+) -> None:
+    """Apply landed change-log batches; record a materialization per changed partition."""
+    result = apply_landed(postgres.dsn, lake.layout, lake.changelog_dir)
+    if not result.batches:
+        context.log.info("nothing to apply: the lake is at the change log's end")
+        return
+    changed = [w for writes in result.writes.values() for w in writes if w.changed]
+    _register_tenants(context, {w.key.tenant_id for w in changed})
+    outside = 0
+    for write in changed:
+        if write.key.local_date < _FIRST_DAY or write.key.local_date > date.today() + timedelta(1):
+            outside += 1  # kept in the lake; outside the Dagster partition range
+            continue
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=lake_asset_key(write.key.table),
+                partition=write.key.dagster_key,
+                metadata={
+                    "dagster/row_count": write.rows,
+                    "source_lsn": str(result.end),
+                    "content_sha256": write.content_sha256,
+                    "source": "cdc",
+                },
+            )
+        )
+    context.log.info(
+        f"applied {result.batches} batch(es), {result.changes} changes, "
+        f"{result.start}..{result.end}: {len(changed)} partition(s) rewritten"
+        + (f", {outside} outside the partition range" if outside else "")
+    )
+
+
+@dg.op(pool="lake_writer")
+def compact_lake(
+    context: dg.OpExecutionContext, postgres: PostgresResource, lake: LakeResource
+) -> None:
+    """Fold overlays older than the hot window into their day files."""
+    before = date.today() - timedelta(days=HOT_WINDOW_DAYS)
+    with postgres.connect() as conn:
+        tables = lake_tables(conn)
+    for lake_table in tables.values():
+        report = compact(lake.layout, lake_table, before)
+        context.log.info(
+            f"compacted lake/{report.table}: {report.overlays_folded} overlays into "
+            f"{report.days} day files"
+        )
+
+
+@dg.job(description="Create the CDC slot, then snapshot every mirrored table into the lake.")
+def lake_seed_job() -> None:
+    seed_lake_from_postgres()
+
+
+@dg.job(description="Apply landed CDC batches to the lake (one run per capture tick).")
+def lake_apply_job() -> None:
+    apply_change_log()
+
+
+@dg.job(description="Fold old overlay files into day files (scan speed; no content change).")
+def lake_compaction_job() -> None:
+    compact_lake()
+
+
+lake_compaction_schedule = dg.ScheduleDefinition(
+    name="lake_compaction_schedule",
+    description="Nightly compaction of lake overlays outside the hot window.",
+    job=lake_compaction_job,
+    cron_schedule="30 2 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
