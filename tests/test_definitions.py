@@ -77,7 +77,18 @@ def test_dagster_dev_serves_the_code_location(tmp_path: Path, migrated_dsn: str)
     for name in ("dagster.yaml", "workspace.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
     port = find_free_port()
-    env = {**os.environ, "LEDGER_PG_DSN": migrated_dsn, "DAGSTER_HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "LEDGER_PG_DSN": migrated_dsn,
+        "LEDGER_LAKE_ROOT": str(tmp_path / "lake"),
+        "DAGSTER_HOME": str(tmp_path),
+        # Nothing listens here: no test run pulls from these, but resources must resolve.
+        "STRIPE_API_KEY": "sk_test_unused",
+        "STRIPE_API_BASE": "http://127.0.0.1:9",
+        "PLAID_HOST": "http://127.0.0.1:9",
+        "PLAID_CLIENT_ID": "unused",
+        "PLAID_SECRET": "unused",
+    }
     log = tmp_path / "dagster-dev.log"
     with log.open("w") as out:
         server = subprocess.Popen(
