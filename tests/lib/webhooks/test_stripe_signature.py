@@ -1,5 +1,4 @@
 import json
-import time
 
 import pytest
 import stripe
@@ -20,14 +19,16 @@ BODY = json.dumps(
 ).encode()
 
 
-def sign(body: bytes, secret: str = SECRET, at: int | None = None) -> str:
-    return stripe.WebhookSignature.generate_signature_header(
-        body.decode(), secret, timestamp=at if at is not None else int(time.time())
-    )
+# A fixed clock: signatures made at collection time must not age while the suite runs.
+NOW = 1_750_000_000
+
+
+def sign(body: bytes, secret: str = SECRET, at: int = NOW) -> str:
+    return stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=at)
 
 
 def test_valid_delivery_is_parsed() -> None:
-    event = verify_stripe_event(BODY, sign(BODY), SECRET)
+    event = verify_stripe_event(BODY, sign(BODY), SECRET, now=NOW)
     assert (event.id, event.type, event.account) == ("evt_1", "charge.dispute.created", "acct_7")
     assert event.object["id"] == "dp_1"
     assert event.created.timestamp() == 1_700_000_000
@@ -35,7 +36,7 @@ def test_valid_delivery_is_parsed() -> None:
 
 def test_rotated_secret_signature_passes() -> None:
     header = sign(BODY, "whsec_old") + "," + sign(BODY).split(",")[1]
-    assert verify_stripe_event(BODY, header, SECRET).id == "evt_1"
+    assert verify_stripe_event(BODY, header, SECRET, now=NOW).id == "evt_1"
 
 
 @pytest.mark.parametrize(
@@ -44,8 +45,8 @@ def test_rotated_secret_signature_passes() -> None:
         (BODY, None, "missing Stripe-Signature"),
         (BODY, sign(BODY, "whsec_forged"), "invalid Stripe signature"),
         (BODY.replace(b"500", b"900"), sign(BODY), "invalid Stripe signature"),
-        (BODY, sign(BODY, at=int(time.time()) - 301), "older than 300 s"),
-        (BODY, sign(BODY, at=int(time.time()) + 3600), "dated in the future"),
+        (BODY, sign(BODY, at=NOW - 301), "older than 300 s"),
+        (BODY, sign(BODY, at=NOW + 3600), "dated in the future"),
         (BODY, "garbage", "invalid Stripe signature"),
         (b'{"id": "evt_2"}', sign(b'{"id": "evt_2"}'), "not a Stripe event"),
         (b"\xff\xfe", "t=1,v1=00", "invalid Stripe signature"),
@@ -53,4 +54,4 @@ def test_rotated_secret_signature_passes() -> None:
 )
 def test_bad_deliveries_are_rejected(body: bytes, header: str | None, reason: str) -> None:
     with pytest.raises(WebhookRejectedError, match=reason):
-        verify_stripe_event(body, header, SECRET)
+        verify_stripe_event(body, header, SECRET, now=NOW)

@@ -40,8 +40,9 @@ create table ledger.tenants (
     created_at        timestamptz not null default now()
 );
 
--- An IANA zone name, never an abbreviation or a fixed offset: checked against the server's zone
--- database once, when the tenant is written (tenants are few; this is not on a hot path).
+-- An IANA zone name, never an abbreviation or a fixed offset. The zone is resolved once, when
+-- the tenant is written: AT TIME ZONE fails for a name the server's zone database lacks, at a
+-- fraction of the cost of scanning pg_timezone_names (~30 ms a row).
 create function ledger.check_tenant_time_zone() returns trigger
 language plpgsql as $$
 begin
@@ -49,10 +50,12 @@ begin
         raise exception 'tenant % time_zone % is not an IANA zone name (Region/City)',
             new.tenant_id, new.time_zone using errcode = '22023';
     end if;
-    if not exists (select 1 from pg_timezone_names where name = new.time_zone) then
+    begin
+        perform now() at time zone new.time_zone;
+    exception when invalid_parameter_value then
         raise exception 'tenant % time_zone % is unknown to this server''s zone database',
             new.tenant_id, new.time_zone using errcode = '22023';
-    end if;
+    end;
     return new;
 end $$;
 

@@ -1,0 +1,110 @@
+"""The harness: a registry of workloads, a context that hands out fresh databases, one table.
+
+A workload is a function ``(ctx) -> list[Figure]`` registered with :func:`workload`. It runs
+its own baseline in the same process and reports each figure with that baseline, so the
+printed ratio compares like with like on the same machine and server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from ledger_assets.lib.sor.migrate import migrate
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured number, optionally with the baseline it is compared to.
+
+    Attributes:
+        name: what was measured, e.g. ``"rows/s overall"``.
+        value: the measurement.
+        unit: its unit, e.g. ``"rows/s"`` or ``"s"``.
+        baseline: the same figure for the baseline run, if any.
+        higher_is_better: direction for the ratio column ("x faster").
+    """
+
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    higher_is_better: bool = True
+
+    @property
+    def ratio(self) -> float | None:
+        """How many times better than the baseline (>1 means better)."""
+        if self.baseline is None or self.baseline == 0 or self.value == 0:
+            return None
+        return self.value / self.baseline if self.higher_is_better else self.baseline / self.value
+
+
+@dataclass(frozen=True)
+class Options:
+    """Command-line knobs every workload may read."""
+
+    rows: int
+    tenants: int
+    years: float
+    seed: int
+    baseline_rows: int
+
+
+class Context:
+    """What a workload gets: options and fresh, migrated databases on one server."""
+
+    def __init__(self, admin_dsn: str, options: Options, dsn_for: Callable[[str], str]) -> None:
+        self.admin_dsn = admin_dsn
+        self.options = options
+        self._dsn_for = dsn_for
+
+    @contextmanager
+    def fresh_database(self, label: str) -> Iterator[str]:
+        """A new database with all migrations applied, dropped afterwards."""
+        name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        dsn = self._dsn_for(name)
+        try:
+            migrate(dsn)
+            yield dsn
+        finally:
+            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+                )
+
+
+Workload = Callable[[Context], list[Figure]]
+REGISTRY: dict[str, Workload] = {}
+
+
+def workload(name: str) -> Callable[[Workload], Workload]:
+    """Register a workload under ``name`` (``python -m bench <name>``)."""
+
+    def register(func: Workload) -> Workload:
+        REGISTRY[name] = func
+        return func
+
+    return register
+
+
+def render(results: dict[str, list[Figure]]) -> str:
+    """The results as one fixed-width table."""
+    header = (
+        f"{'workload':<12} {'figure':<44} {'value':>14} {'unit':<7} {'baseline':>14} {'ratio':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, figures in results.items():
+        for fig in figures:
+            base = "" if fig.baseline is None else f"{fig.baseline:,.1f}"
+            ratio = "" if fig.ratio is None else f"{fig.ratio:,.1f}x"
+            lines.append(
+                f"{name:<12} {fig.name:<44} {fig.value:>14,.1f} {fig.unit:<7} {base:>14} {ratio:>8}"
+            )
+    return "\n".join(lines)
