@@ -163,9 +163,11 @@ def _read_cursor(conn: psycopg.Connection[tuple[object, ...]], item: PlaidItem) 
     return None if row is None else str(row[0])
 
 
-def _call_sync(client: plaid_api.PlaidApi, item: PlaidItem, cursor: str | None) -> dict[str, Any]:
+def _call_sync(
+    client: plaid_api.PlaidApi, item: PlaidItem, cursor: str | None, count: int
+) -> dict[str, Any]:
     request = TransactionsSyncRequest(
-        access_token=item.access_token, count=PAGE_COUNT, **({"cursor": cursor} if cursor else {})
+        access_token=item.access_token, count=count, **({"cursor": cursor} if cursor else {})
     )
     try:
         response = client.transactions_sync(request, _preload_content=False)
@@ -183,6 +185,7 @@ def sync_item(
     client: plaid_api.PlaidApi,
     item: PlaidItem,
     max_restarts: int = 5,
+    page_count: int = PAGE_COUNT,
 ) -> SyncReport:
     """Bring one item's transactions up to date; the cursor moves only with the data.
 
@@ -196,7 +199,7 @@ def sync_item(
         report = SyncReport(item.item_id, restarts=attempt)
         try:
             with conn.transaction():
-                _sync_pages(conn, client, item, report)
+                _sync_pages(conn, client, item, report, page_count)
         except _Restart:
             time.sleep(min(0.1 * 2**attempt, 2.0))
             continue
@@ -213,10 +216,11 @@ def _sync_pages(
     client: plaid_api.PlaidApi,
     item: PlaidItem,
     report: SyncReport,
+    page_count: int,
 ) -> None:
     cursor = report.cursor_before = _read_cursor(conn, item)
     while True:
-        page = _call_sync(client, item, cursor)
+        page = _call_sync(client, item, cursor, page_count)
         report.pages += 1
         _apply_page(conn, item, page, report)
         cursor = str(page["next_cursor"])

@@ -198,18 +198,19 @@ def link_payout_transactions(
     client: stripe.StripeClient,
     account: StripeAccount,
 ) -> int:
-    """Record which balance transactions each paid automatic payout swept.
+    """Record which balance transactions each automatic payout swept.
 
     Stripe's BalanceTransaction has no payout field; the link is the list endpoint's
-    ``payout=`` filter. Only payouts with no linked transaction yet are asked, so a re-run
-    costs one query.
+    ``payout=`` filter, which works from the moment an automatic payout is created. Only
+    payouts with no linked transaction yet are asked, so a re-run costs one query.
     """
     unlinked = [
         str(r[0])
         for r in conn.execute(
             """
             select p.id from ledger.stripe_payouts p
-            where p.tenant_id = %s and p.automatic and p.status = 'paid'
+            where p.tenant_id = %s and p.automatic
+              and p.status in ('paid', 'pending', 'in_transit')
               and not exists (
                   select 1 from ledger.stripe_balance_transactions b where b.payout = p.id)
             """,

@@ -94,7 +94,8 @@ class StripeRefund(_StripeObject):
 
 
 class FeeDetail(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Kept whole (fields Stripe adds later included): fee_details is stored as Stripe sent it.
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     amount: Money
     currency: str
