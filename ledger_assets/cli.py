@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
-
-import psycopg
 
 from ledger_assets.lib.logs import configure_logging, get_logger
 from ledger_assets.lib.settings import Settings
@@ -69,12 +70,6 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _has_tenants(dsn: str) -> bool:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("select exists (select 1 from ledger.tenants)").fetchone()
-    return bool(row and row[0])
-
-
 def _seed(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the generator pulls in numpy/pyarrow, which db/migrate do not need.
     from ledger_assets.lib.synth.load import SeedSpec, seed_database
@@ -92,43 +87,57 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from ledger_assets.lib.synth.load import SeedSpec, seed_database
+    from ledger_assets.lib import demo
+    from ledger_assets.lib.synth.spec import SeedSpec
 
+    providers, use_standins = demo.provider_settings_from_env(args.stripe_port, args.plaid_port)
+    lake_root = Path(os.environ.get("LEDGER_LAKE_ROOT") or settings.lake_root)
+    if use_standins and not settings.pg_dsn and not args.keep_data:
+        # The stand-ins rebuild their history at each start and forget earlier live activity,
+        # so the data derived from them (tables, cursors, lake, Dagster's run keys) starts
+        # fresh too. The cluster itself is reused.
+        log.info("fresh demo data: recreating the demo database, lake and Dagster storage")
+        bootstrap.recreate_private_database(settings)
+        shutil.rmtree(lake_root, ignore_errors=True)
+        shutil.rmtree(PROJECT_ROOT / ".state" / "dagster", ignore_errors=True)
     sor = bootstrap.prepare(settings)
-    log.info(
-        "system of record ready", dsn_host=psycopg.conninfo.conninfo_to_dict(sor.dsn).get("host")
-    )
-    if not _has_tenants(sor.dsn):
-        report = seed_database(sor.dsn, SeedSpec.demo(end=date.today()))
-        log.info("seeded demo data", rows=report.total_rows, seconds=round(report.seconds, 2))
-    env = {
-        **os.environ,
-        "LEDGER_PG_DSN": sor.dsn,
-        # dagster.yaml in the project root is the instance configuration, used as it is.
-        "DAGSTER_HOME": str(PROJECT_ROOT),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "dev",
-        "-w",
-        str(PROJECT_ROOT / "workspace.yaml"),
-        "-h",
-        args.host,
-        "-p",
-        str(args.port),
-    ]
-    log.info("starting dagster dev", url=f"http://{args.host}:{args.port}")
-    child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        return child.wait()
-    finally:
+    with ExitStack() as stack:
         if sor.cluster is not None and not args.keep_db_running:
-            sor.cluster.stop()
+            stack.callback(sor.cluster.stop)
+        receiver = stack.enter_context(
+            demo.webhook_receiver(sor.dsn, providers, "127.0.0.1", args.webhook_port)
+        )
+        linked: list[Mapping[str, object]] = []
+        if use_standins:
+            servers = stack.enter_context(
+                demo.standins(
+                    SeedSpec.demo(end=date.today()), args.stripe_port, args.plaid_port,
+                    receiver, args.live_interval,
+                )
+            )  # fmt: skip
+            linked = list(servers.plaid_items())
+            log.info("stand-ins up", stripe=servers.stripe_url, plaid=servers.plaid_url)
+        demo.onboard_and_backfill(sor.dsn, providers, linked)
+        env = {
+            **os.environ,
+            **providers.as_env(),
+            "LEDGER_PG_DSN": sor.dsn,
+            "LEDGER_LAKE_ROOT": str(lake_root),
+            # dagster.yaml in the project root is the instance configuration, used as it is.
+            "DAGSTER_HOME": str(PROJECT_ROOT),
+        }
+        command = [
+            sys.executable, "-m", "dagster", "dev",
+            "-w", str(PROJECT_ROOT / "workspace.yaml"),
+            "-h", args.host, "-p", str(args.port),
+        ]  # fmt: skip
+        log.info("starting dagster dev", url=f"http://{args.host}:{args.port}")
+        child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            return child.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=int(os.environ.get("LEDGER_DAGSTER_PORT", "3000"))
     )
     demo.add_argument("--keep-db-running", action="store_true")
+    demo.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep the previous demo's data (stand-in cursors will not match)",
+    )
+    demo.add_argument(
+        "--webhook-port", type=int, default=int(os.environ.get("LEDGER_WEBHOOK_PORT", "8010"))
+    )
+    demo.add_argument("--stripe-port", type=int, default=12111, help="the Stripe stand-in's port")
+    demo.add_argument("--plaid-port", type=int, default=12112, help="the Plaid stand-in's port")
+    demo.add_argument(
+        "--live-interval",
+        type=float,
+        default=3.0,
+        help="seconds between live stand-in activity ticks",
+    )
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -126,7 +126,15 @@ def test_plaid_webhook_lands_once_by_content_key(receiver: tuple[str, str]) -> N
     assert httpx.post(f"{url}/webhooks/plaid", content=retry[0], headers=retry[1]).json() == {
         "received": True, "duplicate": True,
     }  # fmt: skip
-    assert inbox(dsn) == [("plaid", hashlib.sha256(body).hexdigest(), 1)]
+    assert inbox(dsn) == [("plaid", hashlib.sha256(body).hexdigest() + ":0", 1)]
+    # Once that notice was served by a sync, the same body is a new notice.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("update ledger.webhook_inbox set status = 'applied'")
+    later = plaid_delivery(PLAID)
+    assert httpx.post(f"{url}/webhooks/plaid", content=later[0], headers=later[1]).json() == {
+        "received": True, "duplicate": False,
+    }  # fmt: skip
+    assert len(inbox(dsn)) == 2
 
 
 @pytest.mark.parametrize(

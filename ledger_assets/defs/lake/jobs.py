@@ -12,6 +12,9 @@ from ledger_assets.lib.cdc.state import read_state
 from ledger_assets.lib.lake.compact import compact
 from ledger_assets.lib.lake.sync import apply_landed, lake_tables, seed_lake
 
+#: Lake runs go ahead of queued ingestion runs: they are what makes changes visible.
+LAKE_PRIORITY = {"dagster/priority": "5"}
+
 #: Days still receiving changes keep their overlays; older ones are folded into day files.
 HOT_WINDOW_DAYS = 3
 _FIRST_DAY = date.fromisoformat(LAKE_START_DATE)
@@ -97,17 +100,29 @@ def compact_lake(
         )
 
 
-@dg.job(description="Create the CDC slot, then snapshot every mirrored table into the lake.")
+@dg.job(
+    executor_def=dg.in_process_executor,
+    tags=LAKE_PRIORITY,
+    description="Create the CDC slot, then snapshot every mirrored table into the lake.",
+)
 def lake_seed_job() -> None:
     seed_lake_from_postgres()
 
 
-@dg.job(description="Apply landed CDC batches to the lake (one run per capture tick).")
+@dg.job(
+    executor_def=dg.in_process_executor,
+    tags=LAKE_PRIORITY,
+    description="Apply landed CDC batches to the lake (one run per capture tick).",
+)
 def lake_apply_job() -> None:
     apply_change_log()
 
 
-@dg.job(description="Fold old overlay files into day files (scan speed; no content change).")
+@dg.job(
+    executor_def=dg.in_process_executor,
+    tags=LAKE_PRIORITY,
+    description="Fold old overlay files into day files (scan speed; no content change).",
+)
 def lake_compaction_job() -> None:
     compact_lake()
 

@@ -9,6 +9,8 @@ from ledger_assets.lib.ingest.inbox import newest_received
 stripe_ingestion_job = dg.define_asset_job(
     "stripe_ingestion_job",
     selection=dg.AssetSelection.assets(stripe_ingestion),
+    # Small runs: one process saves ~3 s of start-up per run on 2 cores (performance-facts §4).
+    executor_def=dg.in_process_executor,
     description="Pull Stripe objects and events for every tenant, then apply the inbox.",
 )
 
@@ -29,14 +31,15 @@ stripe_pull_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def stripe_webhook_sensor(
-    context: dg.SensorEvaluationContext, postgres: PostgresResource
+    postgres: PostgresResource,
 ) -> dg.RunRequest | dg.SkipReason:
     with postgres.connect() as conn:
         newest = newest_received(conn, "stripe")
-    if newest is None or (context.cursor and int(context.cursor) >= newest):
-        return dg.SkipReason("no new Stripe webhook events in the inbox")
-    context.update_cursor(str(newest))
-    # The run key names the newest inbox row: a replayed tick dedupes, a new event never does.
+    if newest is None:
+        return dg.SkipReason("no Stripe webhook events waiting in the inbox")
+    # The inbox itself is the state (events stay 'received' until a run applies them), so no
+    # cursor is kept. The run key names the newest waiting row: ticks before that run applies
+    # it dedupe to one run, and a newer event always gets a run of its own.
     return dg.RunRequest(
         run_key=f"stripe-inbox-{newest}",
         run_config=dg.RunConfig({"stripe_ingestion": {"config": {"pull": False}}}),

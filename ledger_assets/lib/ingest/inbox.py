@@ -50,6 +50,37 @@ def land(conn: psycopg.Connection[tuple[object, ...]], event: InboxEvent) -> boo
     return row is not None
 
 
+def land_plaid_webhook(
+    conn: psycopg.Connection[tuple[object, ...]], content_hash: str, event: InboxEvent
+) -> bool:
+    """Land a Plaid webhook unless an identical one is still waiting; True if it is new.
+
+    Plaid sends no event id, and its webhooks say "something changed for item X": a retry and
+    a later, genuinely new notice can have the same body. An identical body that is still
+    waiting is a duplicate; one whose predecessor was already served is a new notice, so the
+    key is the body hash plus a generation number (the unique constraint settles races).
+    """
+    with conn.transaction():
+        waiting = conn.execute(
+            "select 1 from ledger.webhook_inbox where provider = 'plaid' "
+            "and event_key like %s and status = 'received'",
+            (f"{content_hash}:%",),
+        ).fetchone()
+        if waiting:
+            return False
+        generation = conn.execute(
+            "select count(*) from ledger.webhook_inbox where provider = 'plaid' "
+            "and event_key like %s",
+            (f"{content_hash}:%",),
+        ).fetchone()
+        assert generation is not None
+        keyed = InboxEvent(
+            event.provider, f"{content_hash}:{generation[0]}", event.event_type,
+            event.source_created, event.payload, event.tenant_id,
+        )  # fmt: skip
+        return land(conn, keyed)
+
+
 def tenant_for_stripe_account(
     conn: psycopg.Connection[tuple[object, ...]], account: str | None
 ) -> int | None:
@@ -176,11 +207,16 @@ def mark_plaid_webhooks_synced(
     ).rowcount
 
 
-def newest_received(conn: psycopg.Connection[tuple[object, ...]], provider: str) -> int | None:
-    """The newest inbox id still waiting to be applied for ``provider`` (a sensor's trigger)."""
+def newest_received(conn: psycopg.Connection[tuple[object, ...]], provider: str) -> str | None:
+    """A key naming the newest inbox row still waiting for ``provider`` (a sensor's run key).
+
+    It holds the row's id and arrival time, so that it stays unique even if the database is
+    rebuilt and ids start again.
+    """
     row = conn.execute(
-        "select max(inbox_id) from ledger.webhook_inbox "
-        "where provider = %s and status = 'received'",
+        "select inbox_id, (extract(epoch from received_at) * 1000)::bigint "
+        "from ledger.webhook_inbox where provider = %s and status = 'received' "
+        "order by inbox_id desc limit 1",
         (provider,),
     ).fetchone()
-    return None if row is None or row[0] is None else int(str(row[0]))
+    return None if row is None else f"{row[0]}-{row[1]}"

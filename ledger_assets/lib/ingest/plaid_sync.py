@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,7 @@ import plaid
 import psycopg
 from plaid.api import plaid_api
 from plaid.model.transactions_sync_request import TransactionsSyncRequest
+from plaid.model.webhook_verification_key_get_request import WebhookVerificationKeyGetRequest
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 from urllib3.util.retry import Retry
 
@@ -288,3 +290,21 @@ def _jsonable(raw: dict[str, Any]) -> dict[str, Any]:
     """The raw object with Decimals as strings, exactly as received, for the quarantine."""
     loaded: dict[str, Any] = json.loads(json.dumps(raw, default=str))
     return loaded
+
+
+def verification_key_fetcher(
+    client: plaid_api.PlaidApi,
+) -> Callable[[str], dict[str, Any] | None]:
+    """``/webhook_verification_key/get`` as the webhook receiver's key source."""
+
+    def fetch(key_id: str) -> dict[str, Any] | None:
+        try:
+            response = client.webhook_verification_key_get(
+                WebhookVerificationKeyGetRequest(key_id=key_id)
+            )
+        except plaid.ApiException:
+            return None
+        key: dict[str, Any] = response.key.to_dict()
+        return key
+
+    return fetch

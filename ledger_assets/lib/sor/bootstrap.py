@@ -49,3 +49,26 @@ def prepare(settings: Settings) -> SystemOfRecord:
         dsn = cluster.dsn()
     check_server(dsn)
     return SystemOfRecord(dsn=dsn, cluster=cluster, applied=migrate(dsn))
+
+
+def recreate_private_database(settings: Settings) -> None:
+    """Drop and recreate the private cluster's database (the demo's fresh start).
+
+    Never used with a user's DSN. Replication slots of the database go first: a slot pins its
+    database and would block the drop.
+    """
+    if settings.pg_dsn:
+        raise ValueError("refusing to drop a database of LEDGER_PG_DSN")
+    cluster = private_cluster(settings)
+    cluster.start()
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(
+            "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+            "where database = %s",
+            (DEFAULT_DATABASE,),
+        )
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(
+                sql.Identifier(DEFAULT_DATABASE)
+            )
+        )

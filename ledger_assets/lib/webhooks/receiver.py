@@ -27,7 +27,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ledger_assets.lib.ingest.inbox import InboxEvent, land, tenant_for_stripe_account
+from ledger_assets.lib.ingest.inbox import (
+    InboxEvent,
+    land,
+    land_plaid_webhook,
+    tenant_for_stripe_account,
+)
 from ledger_assets.lib.ingest.quarantine import Rejection, quarantine
 from ledger_assets.lib.logs import get_logger
 from ledger_assets.lib.webhooks.plaid_verification import PlaidKeyCache, verify_plaid_webhook
@@ -92,8 +97,9 @@ def build_receiver(config: ReceiverConfig) -> Starlette:
                     {"error": f"unknown Plaid item {hook.item_id!r}"}, status_code=422
                 )
             tenant_id = int(str(row[0]))
-            new = land(
+            new = land_plaid_webhook(
                 conn,
+                hook.content_key,
                 InboxEvent(
                     "plaid", hook.content_key, f"{hook.webhook_type}.{hook.webhook_code}",
                     datetime.fromtimestamp(hook.issued_at, tz=UTC), hook.payload, tenant_id,

@@ -1,0 +1,139 @@
+"""The dbt marts as Dagster assets, partitioned by account-local day like the lake.
+
+Partitions: the lake is ``date × tenant``; the marts are ``date`` only (a mart day holds every
+tenant, and 1,000 tenants × 3 years as mart partitions would be a million keys for no gain).
+Each lake source maps onto the marts with ``MultiToSingleDimensionPartitionMapping("date")``:
+mart day *d* depends on every tenant's lake partition of day *d*, so a CDC change to
+``(d, tenant)`` makes mart day *d* stale and nothing else. One run rebuilds the run's partition
+window (one day, or a backfill's whole range in a single run) through dbt vars
+``start_date``/``end_date``; the incremental models replace exactly those days.
+
+Two marts reach outside the window on purpose, and the graph cannot show it: the dispute cohort
+mart also rebuilds the cohorts (charge days) of disputes created in the window, so a late
+dispute updates its old charge's cohort in the same run; the roll-forward and monthly revenue are
+rebuilt whole from the daily mart (small), since a running balance depends on all earlier days.
+
+Before dbt runs, the lake views and the reference tables are recreated in the marts database
+(``lib.marts.prepare``); the run refuses to start while the lake is not seeded or still seeding.
+After a successful build the marts are published as one Parquet snapshot (``lib.marts.export``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from ledger_assets.defs.dbt.resources import MartsResource, dbt_project
+from ledger_assets.defs.lake.assets import LAKE_KEY_PREFIX
+from ledger_assets.defs.partitions import daily_partitions
+from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.lib.lake.sync import lake_tables
+from ledger_assets.lib.marts.export import export_marts, mart_tables
+from ledger_assets.lib.marts.prepare import prepare_marts_database
+
+MARTS_SCHEMA = "marts"
+
+
+class MartsConfig(dg.Config):
+    """Run configuration of the marts."""
+
+    #: Rebuild every model from scratch over the whole lake, ignoring the partition window.
+    full_refresh: bool = False
+    #: Also run the dbt unit tests (fixed fixtures; CI runs them, partition runs need not).
+    unit_tests: bool = False
+
+
+class LedgerDbtTranslator(DagsterDbtTranslator):
+    """Source keys come from ``meta.dagster.asset_key`` (the lake's and the system of record's
+    own keys); lake sources map onto the daily marts by their date dimension."""
+
+    def get_partition_mapping(
+        self,
+        dbt_resource_props: Mapping[str, Any],
+        dbt_parent_resource_props: Mapping[str, Any],
+    ) -> dg.PartitionMapping | None:
+        if dbt_parent_resource_props.get("resource_type") == "source":
+            key = self.get_asset_key(dbt_parent_resource_props)
+            if key.path[0] == LAKE_KEY_PREFIX:
+                return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="date")
+        return None
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        # models/<layer>/...: staging, intermediate, marts.
+        fqn = dbt_resource_props.get("fqn") or []
+        return f"dbt_{fqn[1]}" if len(fqn) > 2 else "dbt"
+
+
+def dbt_build_args(window: dg.TimeWindow | None, config: MartsConfig) -> list[str]:
+    """The ``dbt build`` arguments for a run over ``window`` (None: everything).
+
+    The window's dates are the partition keys' account-local days; end is exclusive.
+    """
+    args = ["build"]
+    if config.full_refresh or window is None:
+        if config.full_refresh:
+            args.append("--full-refresh")
+    else:
+        dbt_vars = {
+            "start_date": window.start.date().isoformat(),
+            "end_date": window.end.date().isoformat(),
+        }
+        args += ["--vars", json.dumps(dbt_vars, sort_keys=True)]
+    if not config.unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
+    return args
+
+
+def _manifest_path() -> Any:
+    # `dagster dev` re-parses on load; elsewhere parse once if no manifest exists (a fresh
+    # clone, CI), so the code location loads without a separate build step.
+    dbt_project.prepare_if_dev()
+    if not dbt_project.manifest_path.exists():
+        dbt_project.preparer.prepare(dbt_project)
+    return dbt_project.manifest_path
+
+
+@dbt_assets(
+    manifest=_manifest_path(),
+    project=dbt_project,
+    name="ledger_marts",
+    partitions_def=daily_partitions,
+    dagster_dbt_translator=LedgerDbtTranslator(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="marts",
+)
+def ledger_marts(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    lake: LakeResource,
+    postgres: PostgresResource,
+    marts: MartsResource,
+    config: MartsConfig,
+) -> Iterator[Any]:
+    """Refresh the lake views, build the partition window's marts, publish them as Parquet."""
+    with postgres.connect() as conn:
+        tables = lake_tables(conn)
+    prepared = prepare_marts_database(
+        marts.database, lake.layout, tables, postgres.dsn, marts.reconciliation_results
+    )
+    context.log.info(
+        f"marts database ready in {prepared.seconds:.2f} s: lake at {prepared.applied_lsn}, "
+        f"{sum(prepared.lake_files.values())} lake files, reference rows {prepared.sor_rows}, "
+        f"{prepared.reconciliation_files} reconciliation result files"
+    )
+    window = context.partition_time_window if context.has_partition_key else None
+    yield from dbt.cli(dbt_build_args(window, config), context=context).stream()
+    report = export_marts(
+        marts.database,
+        MARTS_SCHEMA,
+        mart_tables(marts.database, MARTS_SCHEMA),
+        marts.export_root,
+        source_lsn=prepared.applied_lsn,
+    )
+    context.log.info(
+        f"published marts snapshot {report.snapshot.name} in {report.seconds:.2f} s: {report.rows}"
+    )
