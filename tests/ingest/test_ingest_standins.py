@@ -53,8 +53,10 @@ def oracle(pg_cluster: Any) -> Iterator[str]:
     drop_database(pg_cluster, name)
 
 
-def stripe_client(servers: StandinServers, retries: int = 3) -> stripe.StripeClient:
-    return stripe_pull.make_client(DEFAULT_STRIPE_API_KEY, servers.stripe_url, retries)
+def stripe_client(
+    servers: StandinServers, retries: int = 3, timeout_s: float = 30.0
+) -> stripe.StripeClient:
+    return stripe_pull.make_client(DEFAULT_STRIPE_API_KEY, servers.stripe_url, retries, timeout_s)
 
 
 def plaid_client(servers: StandinServers) -> Any:
@@ -168,6 +170,22 @@ def test_without_retries_a_500_is_a_clear_error_and_nothing_moves(
         with pytest.raises(stripe.APIError):
             pull_stream(conn, stripe_client(servers, retries=0), accounts[0], "charges")
         assert stripe_pull.read_cursor(conn, "charges", accounts[0].account_id) is None
+
+
+def test_a_stuck_response_times_out_and_is_retried(
+    migrated_dsn: str, oracle: str, servers: StandinServers
+) -> None:
+    accounts = onboard(migrated_dsn, servers)
+    servers.stripe_fault(delay_s=3.0, count=1, path_prefix="/v1/charges")
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        with pytest.raises(stripe.APIConnectionError):
+            pull_stream(conn, stripe_client(servers, retries=0, timeout_s=1.0), accounts[0],
+                        "charges")  # fmt: skip
+        assert stripe_pull.read_cursor(conn, "charges", accounts[0].account_id) is None
+        servers.stripe_fault(delay_s=3.0, count=1, path_prefix="/v1/charges")
+        pull_stream(conn, stripe_client(servers, retries=2, timeout_s=1.0), accounts[0], "charges")
+    charges = [r for r in table(oracle, "stripe_charges") if r[1] == accounts[0].tenant_id]
+    assert [r for r in table(migrated_dsn, "stripe_charges")] == charges
 
 
 def test_plaid_mutation_during_pagination_restarts_from_the_first_cursor(

@@ -63,12 +63,23 @@ class PullReport:
 
 
 def make_client(
-    api_key: str, api_base: str | None = None, max_network_retries: int = 3
+    api_key: str,
+    api_base: str | None = None,
+    max_network_retries: int = 3,
+    timeout_s: float = 30.0,
 ) -> stripe.StripeClient:
-    """A client with explicit retries (``StripeClient`` does not retry by default)."""
+    """A client with explicit retries and timeouts.
+
+    ``StripeClient`` does not retry by default (one attempt on a 500) and waits 80 s for a
+    response; a pull should retry transient failures (429 with Stripe-Should-Retry, 5xx,
+    timeouts) with back-off, and give up on a stuck connection well before a schedule tick.
+    """
     base: BaseAddresses = {"api": api_base} if api_base else {}
     return stripe.StripeClient(
-        api_key, base_addresses=base, max_network_retries=max_network_retries
+        api_key,
+        base_addresses=base,
+        max_network_retries=max_network_retries,
+        http_client=stripe.RequestsClient(timeout=(5.0, timeout_s)),
     )
 
 
