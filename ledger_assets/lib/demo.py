@@ -21,7 +21,12 @@ import uvicorn
 from ledger_assets.lib.ingest import plaid_sync, stripe_pull
 from ledger_assets.lib.ingest.onboarding import register_plaid_items, sync_tenants_from_stripe
 from ledger_assets.lib.ingest.plaid_sync import PlaidItem, sync_item, verification_key_fetcher
-from ledger_assets.lib.ingest.stripe_pull import OBJECT_STREAMS, StripeAccount, pull_stream
+from ledger_assets.lib.ingest.stripe_pull import (
+    OBJECT_STREAMS,
+    StripeAccount,
+    link_payout_transactions,
+    pull_stream,
+)
 from ledger_assets.lib.logs import get_logger
 from ledger_assets.lib.sor.catalog import plaid_items, stripe_accounts
 from ledger_assets.lib.standins import (
@@ -140,6 +145,7 @@ def onboard_and_backfill(
             for stream in OBJECT_STREAMS:
                 report = pull_stream(conn, client, StripeAccount(tenant_id, account_id), stream)
                 totals["stripe_objects"] += report.fetched
+            link_payout_transactions(conn, client, StripeAccount(tenant_id, account_id))
         for item_id, tenant_id, token in plaid_items(conn):
             sync_item(conn, plaid, PlaidItem(item_id, tenant_id, token))
     log.info("onboarded and backfilled", **totals,

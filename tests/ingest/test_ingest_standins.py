@@ -79,6 +79,8 @@ def pull_all(dsn: str, servers: StandinServers, accounts: list[StripeAccount]) -
         for account in accounts:
             for stream in OBJECT_STREAMS:
                 fetched += pull_stream(conn, client, account, stream).fetched
+            # The oracle links every payout; the default window would link the recent ones.
+            stripe_pull.link_payout_transactions(conn, client, account, window_days=None)
     return fetched
 
 

@@ -11,6 +11,7 @@ from ledger_assets.lib.ingest.stripe_pull import (
     EVENTS_STREAM,
     OBJECT_STREAMS,
     StripeAccount,
+    link_payout_transactions,
     pull_stream,
 )
 from ledger_assets.lib.ingest.stripe_writer import WriteReport
@@ -54,7 +55,7 @@ def stripe_ingestion(
     """
     client = stripe.client()
     writes = WriteReport()
-    fetched = events_landed = 0
+    fetched = events_landed = payout_links = 0
     cursors: dict[str, int | None] = {}
     with postgres.connect() as conn:
         if config.pull:
@@ -71,11 +72,13 @@ def stripe_ingestion(
                         tenant_id, stream, report.fetched, report.writes.written,
                         report.cursor_after,
                     )  # fmt: skip
+                payout_links += link_payout_transactions(conn, client, account)
         applied = apply_stripe_events(conn)
     writes.absorb(applied.writes)
     shared: dict[str, dg.RawMetadataValue] = {
         "objects_fetched": fetched,
         "events_landed": events_landed,
+        "payout_links": payout_links,
         "events_applied": applied.applied,
         "events_quarantined": applied.quarantined,
         "events_ignored": applied.ignored,
