@@ -72,8 +72,10 @@ def _dbt(project: Path, state: Path, *args: str) -> tuple[float, float]:
     wall = time.monotonic() - started
     if result.returncode != 0:
         raise RuntimeError(f"dbt {' '.join(args)} failed:\n{result.stdout[-4000:]}")
-    elapsed = json.loads((project / "target" / "run_results.json").read_text())["elapsed_time"]
-    return wall, float(elapsed)
+    results = project / "target" / "run_results.json"
+    if not results.exists():  # `dbt parse` writes none
+        return wall, wall
+    return wall, float(json.loads(results.read_text())["elapsed_time"])
 
 
 def _window(day: date) -> str:
