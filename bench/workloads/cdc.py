@@ -132,11 +132,11 @@ def cdc(ctx: Context) -> list[Figure]:
             "s",
             rebuild_s,
             higher_is_better=False,
-        ),  # fmt: skip
+        ),
         Figure(
             "snapshot rows/s vs Python cursor",
             snap.rows / snap.seconds,
             "rows/s",
             read_rows / read_s,
-        ),  # fmt: skip
+        ),
     ]
