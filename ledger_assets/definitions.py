@@ -2,6 +2,12 @@
 
 import dagster as dg
 
+from ledger_assets.defs.cdc.checks import (
+    REPLICATION_SLOT,
+    slot_health_job,
+    slot_health_schedule,
+    slot_is_healthy,
+)
 from ledger_assets.defs.cdc.sensors import cdc_capture_sensor, lake_seed_sensor
 from ledger_assets.defs.lake.assets import LAKE_ASSETS
 from ledger_assets.defs.lake.jobs import (
@@ -26,15 +32,22 @@ from ledger_assets.defs.stripe.sensors import (
 )
 
 defs = dg.Definitions(
-    assets=[stripe_ingestion, plaid_ingestion, *LAKE_ASSETS],
+    assets=[stripe_ingestion, plaid_ingestion, *LAKE_ASSETS, REPLICATION_SLOT],
+    asset_checks=[slot_is_healthy],
     jobs=[
         stripe_ingestion_job,
         plaid_sync_job,
         lake_seed_job,
         lake_apply_job,
         lake_compaction_job,
+        slot_health_job,
     ],
-    schedules=[stripe_pull_schedule, plaid_sync_schedule, lake_compaction_schedule],
+    schedules=[
+        stripe_pull_schedule,
+        plaid_sync_schedule,
+        lake_compaction_schedule,
+        slot_health_schedule,
+    ],
     sensors=[
         tenant_registry_sensor,
         system_of_record_activity_sensor,

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from ledger_assets.defs.cdc.checks import slot_is_healthy
 from ledger_assets.defs.cdc.sensors import cdc_capture_sensor, lake_seed_sensor
 from ledger_assets.defs.lake.assets import LAKE_ASSETS, lake_asset_key
 from ledger_assets.defs.lake.jobs import lake_apply_job, lake_seed_job
@@ -84,3 +85,17 @@ def test_materializing_a_partition_rebuilds_it_from_postgres(env: Any) -> None:
     assert result.success
     metadata = result.asset_materializations_for_node(charges.node_def.name)[0].metadata
     assert metadata["dagster/row_count"].value >= 1
+
+
+def test_slot_health_check_fails_closed_when_the_slot_is_gone(env: Any) -> None:
+    dsn, resources, instance = env
+    assert lake_seed_job.execute_in_process(resources=resources, instance=instance).success
+    healthy = slot_is_healthy(resources["postgres"], resources["lake"])
+    assert healthy.passed
+    assert healthy.metadata["wal_status"].value in {"reserved", "extended"}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        slots.drop_slot(conn, resources["lake"].slot_name)
+    broken = slot_is_healthy(resources["postgres"], resources["lake"])
+    assert not broken.passed
+    assert broken.severity == dg.AssetCheckSeverity.ERROR
+    assert "replication slot is missing" in (broken.description or "")

@@ -18,8 +18,6 @@ Before dbt runs, the lake views and the reference tables are recreated in the ma
 After a successful build the marts are published as one Parquet snapshot (``lib.marts.export``).
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
