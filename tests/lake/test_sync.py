@@ -11,12 +11,13 @@ from ledger_assets.lib.cdc import CaptureConfig, ChangeCapture
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.lake.layout import LakeLayout
 from ledger_assets.lib.lake.reader import create_lake_view
-from ledger_assets.lib.lake.snapshot import postgres_scanner
+from ledger_assets.lib.lake.snapshot import postgres_scanner, snapshot_table
 from ledger_assets.lib.lake.sync import (
     apply_landed,
     lake_tables,
     read_lake_state,
     seed_lake,
+    tenant_zones,
 )
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
 
@@ -92,3 +93,48 @@ def test_changes_reach_the_lake_through_capture_and_apply(lake: Any) -> None:
     assert not state.seeding
     # Applying again finds nothing new.
     assert apply_landed(dsn, layout, config.changelog_dir).batches == 0
+
+
+def test_snapshot_of_more_days_than_duckdb_keeps_files_open(
+    migrated_dsn: str, tmp_path: Path
+) -> None:
+    # Regression: with >100 day partitions DuckDB wrote several files per day, and renaming
+    # them all to data.parquet silently kept only the last (37% of rows lost at 2M rows).
+    seed_database(migrated_dsn, SeedSpec(tenants=2, days=300, target_rows=6000))
+    layout = LakeLayout(tmp_path / "lake")
+    with psycopg.connect(migrated_dsn) as conn:
+        charges = lake_tables(conn)["stripe_charges"]
+        zones = tenant_zones(conn)
+        expected = conn.execute("select count(*) from ledger.stripe_charges").fetchone()
+    report = snapshot_table(migrated_dsn, layout, charges, zones)
+    con = postgres_scanner(migrated_dsn)
+    create_lake_view(con, layout, charges)
+    assert con.execute("select count(*) from stripe_charges").fetchone() == expected
+    assert report.rows == expected[0]  # type: ignore[index]
+    assert report.days > 100
+
+
+def test_several_files_in_a_day_folder_are_merged_not_overwritten(
+    migrated_dsn: str, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    from ledger_assets.lib.lake.snapshot import _one_file_per_day
+
+    seed_database(migrated_dsn, SeedSpec(tenants=3, days=5, target_rows=3000))
+    layout = LakeLayout(tmp_path / "lake")
+    with psycopg.connect(migrated_dsn) as conn:
+        charges = lake_tables(conn)["stripe_charges"]
+        snapshot_table(migrated_dsn, layout, charges, tenant_zones(conn))
+    day_file = layout.base_files("stripe_charges")[0]
+    whole = pq.read_table(day_file)
+    day_file.unlink()
+    third = whole.num_rows // 3
+    for i, (lo, hi) in enumerate([(0, third), (third, 2 * third), (2 * third, whole.num_rows)]):
+        pq.write_table(whole.slice(lo, hi - lo), day_file.with_name(f"data_{i}.parquet"))
+    base = layout.table_dir("stripe_charges") / "base"
+    assert _one_file_per_day(base, charges) == sum(
+        pq.ParquetFile(p).metadata.num_rows for p in layout.base_files("stripe_charges")
+    )
+    assert sorted(p.name for p in day_file.parent.iterdir()) == ["data.parquet"]
+    assert pq.read_table(day_file).sort_by("id").to_pylist() == whole.sort_by("id").to_pylist()

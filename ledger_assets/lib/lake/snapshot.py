@@ -26,10 +26,13 @@ import duckdb
 import duckdb_extension_postgres_scanner
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from ledger_assets.lib.cdc.changelog import atomic_write_bytes
 from ledger_assets.lib.lake.layout import DATA_FILE, LakeLayout
 from ledger_assets.lib.lake.reader import sql_string
 from ledger_assets.lib.lake.schema import LOCAL_DATE, ROW_LSN, LakeTable
+from ledger_assets.lib.lake.store import parquet_bytes
 from ledger_assets.lib.sor.catalog import SCHEMA
 
 
@@ -84,6 +87,31 @@ def _select_columns(lake_table: LakeTable) -> str:
     return ", ".join(columns)
 
 
+def _one_file_per_day(base: Path, lake_table: LakeTable) -> int:
+    """Leave exactly ``data.parquet`` in each day folder; returns the rows they hold.
+
+    DuckDB's partitioned COPY may write several files into one partition folder (one per
+    writer thread). They are merged, sorted by tenant and key like every base file, never
+    renamed over each other.
+    """
+    total = 0
+    for day in sorted(p for p in base.iterdir() if p.is_dir()):
+        parts = sorted(day.glob("*.parquet"))
+        if len(parts) == 1:
+            parts[0].rename(day / DATA_FILE)
+            total += pq.ParquetFile(day / DATA_FILE).metadata.num_rows
+            continue
+        table = pq.read_table([str(p) for p in parts], schema=lake_table.schema)
+        table = table.sort_by(
+            [("tenant_id", "ascending"), (lake_table.spec.primary_key, "ascending")]
+        )
+        atomic_write_bytes(day / DATA_FILE, parquet_bytes(table))
+        for part in parts:
+            part.unlink()
+        total += table.num_rows
+    return total
+
+
 def snapshot_table(
     dsn: str, layout: LakeLayout, lake_table: LakeTable, zones: Mapping[int, str]
 ) -> SnapshotReport:
@@ -112,6 +140,10 @@ def snapshot_table(
         if missing:
             raise LookupError(f"{spec.name}: tenants without a time zone: {sorted(missing)}")
         (staging / "base").mkdir(parents=True)
+        # One open file per day for the whole COPY: with DuckDB's default of 100 open files a
+        # 3-year table (1,096 days) would be written as several files per day.
+        con.execute("set partitioned_write_max_open_files = 100000")
+        con.execute("set partitioned_write_flush_threshold = 10000000")
         # COPY returns the number of rows it wrote (none for an empty table: no files at all).
         rows = con.execute(
             f"copy (select {_select_columns(lake_table)}, {day} as {LOCAL_DATE}, "  # noqa: S608
@@ -124,8 +156,13 @@ def snapshot_table(
         ).fetchone()
     finally:
         con.close()
-    for produced in (staging / "base").glob("*/*.parquet"):
-        produced.rename(produced.with_name(DATA_FILE))
+    written = _one_file_per_day(staging / "base", lake_table)
+    copied = int(rows[0]) if rows else 0
+    if written != copied:
+        raise RuntimeError(
+            f"snapshot of {lake_table.name}: COPY wrote {copied} rows but the day files hold "
+            f"{written}; the lake was left unchanged"
+        )
     with psycopg.connect(dsn) as conn:
         lsn_row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
     assert lsn_row is not None
@@ -141,6 +178,5 @@ def snapshot_table(
         os.replace(staging, target)
     days = len(layout.base_files(lake_table.name))
     return SnapshotReport(
-        lake_table.name, int(rows[0]) if rows else 0, days, time.monotonic() - started,
-        str(lsn_row[0]),
-    )  # fmt: skip
+        lake_table.name, copied, days, time.monotonic() - started, str(lsn_row[0])
+    )
