@@ -9,6 +9,8 @@ from ledger_assets.defs.cdc.checks import (
     slot_is_healthy,
 )
 from ledger_assets.defs.cdc.sensors import cdc_capture_sensor, lake_seed_sensor
+from ledger_assets.defs.dbt.assets import ledger_marts
+from ledger_assets.defs.dbt.resources import DBT_RESOURCES
 from ledger_assets.defs.lake.assets import LAKE_ASSETS
 from ledger_assets.defs.lake.jobs import (
     lake_apply_job,
@@ -32,7 +34,7 @@ from ledger_assets.defs.stripe.sensors import (
 )
 
 defs = dg.Definitions(
-    assets=[stripe_ingestion, plaid_ingestion, *LAKE_ASSETS, REPLICATION_SLOT],
+    assets=[stripe_ingestion, plaid_ingestion, *LAKE_ASSETS, REPLICATION_SLOT, ledger_marts],
     asset_checks=[slot_is_healthy],
     jobs=[
         stripe_ingestion_job,
@@ -56,5 +58,5 @@ defs = dg.Definitions(
         lake_seed_sensor,
         cdc_capture_sensor,
     ],
-    resources=RESOURCES,
+    resources={**RESOURCES, **DBT_RESOURCES},
 )

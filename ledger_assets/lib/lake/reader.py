@@ -29,6 +29,8 @@ def create_lake_view(
 
     The view is a snapshot of the file list: call again after the lake changed. A partition with
     an overlay file is read from the overlay only; every other partition from its day's base.
+    Hive partitioning is off: the folder names (tenant_id=, local_date=) must not override the
+    files' own typed columns (DuckDB would read tenant_id as BIGINT from the path).
     """
     view = name or lake_table.name
     bases = [str(p) for p in layout.base_files(lake_table.name)]
@@ -47,13 +49,13 @@ def create_lake_view(
         ),
     )
     base_sql = (
-        f"select b.* from read_parquet({sql_list(bases)}) b "  # noqa: S608 - escaped paths
+        f"select b.* from read_parquet({sql_list(bases)}, hive_partitioning = false) b "  # noqa: S608 - escaped paths
         f"anti join {hidden} h using (tenant_id, local_date)"
         if bases
         else f"select * from {empty}"  # noqa: S608 - a registered name
     )
     overlay_sql = (
-        f"select * from read_parquet({sql_list(overlays)})"  # noqa: S608 - escaped paths
+        f"select * from read_parquet({sql_list(overlays)}, hive_partitioning = false)"  # noqa: S608 - escaped paths
         if overlays
         else f"select * from {empty}"  # noqa: S608 - a registered name
     )

@@ -1,0 +1,30 @@
+{#- Each dispute with its charge: the charge's local day is the dispute's cohort. -#}
+with disputes as (
+    select * from {{ ref('stg_stripe__disputes') }}
+),
+
+charges as (
+    select * from {{ ref('stg_stripe__charges') }}
+),
+
+joined as (
+    select
+        disputes.dispute_id,
+        disputes.tenant_id,
+        disputes.currency,
+        disputes.amount,
+        disputes.status,
+        disputes.reason,
+        disputes.created_at,
+        disputes.local_date,
+        -- Inquiries (warning_*) are not chargebacks: the networks' dispute rate leaves them out.
+        disputes.status like 'warning\_%' escape '\' as is_inquiry,
+        disputes.charge_id,
+        charges.local_date as charge_local_date,
+        charges.amount as charge_amount
+    from disputes
+    inner join charges
+        on disputes.charge_id = charges.charge_id
+)
+
+select * from joined

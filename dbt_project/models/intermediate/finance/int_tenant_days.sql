@@ -1,0 +1,43 @@
+{#- The day spine: every tenant, in its default currency, for every local day of the run's
+    window from the day the tenant was created (in its own zone). Marts left-join their facts to
+    it, so a day without rows is an explicit zero row, never a missing day. -#}
+with tenants as (
+    select * from {{ ref('stg_ledger__tenants') }}
+),
+
+currencies as (
+    select * from {{ ref('stg_ledger__currencies') }}
+),
+
+bounds as (
+    select
+        {{ window_start(ref('stg_stripe__balance_transactions')) }} as first_day,
+        {{ window_end(ref('stg_stripe__balance_transactions')) }} as end_day
+),
+
+days as (
+    select cast(spine.range as date) as local_date
+    from bounds
+    cross join range(bounds.first_day, bounds.end_day, interval 1 day) as spine
+),
+
+tenant_days as (
+    select
+        tenants.tenant_id,
+        tenants.default_currency as currency,
+        days.local_date,
+        cast(coalesce(
+            currencies.currency_exponent,
+            error(
+                'unknown default currency ''' || tenants.default_currency || ''' of tenant '
+                || tenants.tenant_id
+            )
+        ) as smallint) as currency_exponent
+    from tenants
+    cross join days
+    left join currencies
+        on tenants.default_currency = currencies.currency
+    where days.local_date >= cast(timezone(tenants.time_zone, tenants.created_at) as date)
+)
+
+select * from tenant_days

@@ -1,0 +1,16 @@
+-- Each day of the Stripe balance opens with the previous reported day's closing balance.
+with ordered as (
+    select
+        tenant_id,
+        currency,
+        local_date,
+        opening_balance,
+        lag(closing_balance) over (
+            partition by tenant_id, currency order by local_date
+        ) as previous_closing
+    from {{ ref('stripe_balance_roll_forward') }}
+)
+
+select *
+from ordered
+where previous_closing is not null and opening_balance <> previous_closing

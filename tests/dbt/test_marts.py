@@ -1,0 +1,267 @@
+"""dbt marts over a real lake: the build, an independent cross-check, and bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.store import read_partitions, write_partition
+from ledger_assets.lib.marts.export import current_snapshot, export_marts, mart_tables
+from ledger_assets.lib.marts.prepare import LakeNotReadyError, prepare_marts_database
+from tests.dbt.conftest import DbtRun, Lake, copy_project
+
+PNL_LINES = (
+    "gross_charges", "refunds", "disputes", "dispute_reversals", "other_activity", "fees",
+    "revenue", "net", "payouts",
+)  # fmt: skip
+
+# Plain SQL over the system of record: the day is computed here from `created` and the zone,
+# not taken from the lake, and the lines from reporting_category directly.
+POSTGRES_DAILY_PNL = """
+select bt.currency,
+       (bt.created at time zone t.time_zone)::date as local_date,
+       coalesce(sum(bt.amount) filter (
+           where bt.reporting_category in ('charge', 'partial_capture_reversal')), 0),
+       coalesce(sum(bt.amount) filter (
+           where bt.reporting_category in ('refund', 'refund_failure')), 0),
+       coalesce(sum(bt.amount) filter (where bt.reporting_category = 'dispute'), 0),
+       coalesce(sum(bt.amount) filter (where bt.reporting_category = 'dispute_reversal'), 0),
+       coalesce(sum(bt.amount) filter (where bt.reporting_category not in (
+           'charge', 'partial_capture_reversal', 'refund', 'refund_failure', 'dispute',
+           'dispute_reversal', 'fee', 'payout', 'payout_reversal')), 0),
+       coalesce(sum(bt.amount) filter (where bt.reporting_category = 'fee'), 0)
+         - coalesce(sum(bt.fee) filter (
+             where bt.reporting_category not in ('payout', 'payout_reversal')), 0),
+       coalesce(sum(bt.amount) filter (where bt.reporting_category in (
+           'charge', 'partial_capture_reversal', 'refund', 'refund_failure', 'dispute',
+           'dispute_reversal')), 0),
+       coalesce(sum(bt.net) filter (
+           where bt.reporting_category not in ('payout', 'payout_reversal')), 0),
+       coalesce(sum(bt.net) filter (
+           where bt.reporting_category in ('payout', 'payout_reversal')), 0)
+from ledger.stripe_balance_transactions bt
+join ledger.tenants t on t.tenant_id = bt.tenant_id
+where bt.tenant_id = %s and (bt.created at time zone t.time_zone)::date = any(%s)
+group by 1, 2
+"""
+
+
+def query(database: Path, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def test_full_build_passes_and_covers_every_tenant_day(built_marts: DbtRun) -> None:
+    rows = query(
+        built_marts.database,
+        "select count(distinct tenant_id), min(local_date), max(local_date), count(*) "
+        "from marts.marts.daily_pnl",
+    )
+    tenants, first, last, count = rows[0]
+    assert tenants == 12
+    assert isinstance(first, date)
+    assert isinstance(last, date)
+    # Every tenant has a row for every day (its default currency): explicit zeros included.
+    assert count == 12 * ((last - first).days + 1)
+
+
+def test_daily_pnl_matches_postgres_exactly_for_random_tenants_and_days(
+    built_marts: DbtRun,
+) -> None:
+    rng = random.Random(7)
+    days = [
+        r[0]
+        for r in query(
+            built_marts.database, "select distinct local_date from marts.marts.daily_pnl"
+        )
+    ]
+    compared = 0
+    with psycopg.connect(built_marts.lake.dsn) as conn:
+        for tenant in rng.sample(range(1, 13), 6):
+            picked = sorted(rng.sample(days, 10))
+            expected = {
+                (str(r[0]), r[1]): tuple(int(str(v)) for v in r[2:])
+                for r in conn.execute(POSTGRES_DAILY_PNL, (tenant, picked)).fetchall()
+            }
+            actual = {
+                (str(r[0]), r[1]): tuple(int(str(v)) for v in r[2:])
+                for r in query(
+                    built_marts.database,
+                    f"select currency, local_date, {', '.join(PNL_LINES)} "
+                    "from marts.marts.daily_pnl where tenant_id = ? and local_date = any(?)",
+                    [tenant, picked],
+                )
+            }
+            zero = (0,) * len(PNL_LINES)
+            # Postgres has no row for a day without transactions; the mart has a zero row.
+            assert {k: v for k, v in actual.items() if v != zero} == expected, tenant
+            assert {k[1] for k in actual} == set(picked)
+            compared += len(actual)
+    assert compared == 60
+
+
+def test_monthly_revenue_is_the_sum_of_daily_revenue(built_marts: DbtRun) -> None:
+    diff = query(
+        built_marts.database,
+        """
+        select count(*) from marts.marts.monthly_revenue m
+        full join (
+            select tenant_id, currency, date_trunc('month', local_date)::date as month_start,
+                   sum(revenue) as revenue
+            from marts.marts.daily_pnl group by all
+        ) d using (tenant_id, currency, month_start)
+        where m.revenue is distinct from d.revenue
+        """,
+    )
+    assert diff == [(0,)]
+
+
+def test_disputes_and_cash_flow_are_populated(built_marts: DbtRun) -> None:
+    (cohort,) = query(
+        built_marts.database,
+        "select sum(disputed_charges), sum(charges_succeeded) "
+        "from marts.marts.disputes_by_charge_cohort",
+    )
+    assert 0 < int(str(cohort[0])) < int(str(cohort[1]))
+    (bank,) = query(
+        built_marts.database,
+        "select sum(posted_count), sum(pending_count) from marts.marts.bank_cash_flow",
+    )
+    assert int(str(bank[0])) > 0
+    assert int(str(bank[1])) > 0
+    assert query(
+        built_marts.database, "select count(*) from marts.marts.reconciliation_status"
+    ) == [(0,)]
+
+
+def test_export_publishes_one_complete_snapshot(built_marts: DbtRun, tmp_path: Path) -> None:
+    marts = mart_tables(built_marts.database, "marts")
+    assert "daily_pnl" in marts
+    assert "reconciliation_status" in marts
+    first = export_marts(built_marts.database, "marts", marts, tmp_path, source_lsn="0/1")
+    second = export_marts(built_marts.database, "marts", marts, tmp_path, keep=1)
+    assert current_snapshot(tmp_path) == second.snapshot
+    assert not first.snapshot.exists()  # keep=1 removed the older snapshot
+    pointer = json.loads((tmp_path / "CURRENT").read_text())
+    for mart in marts:
+        table = pq.read_table(second.snapshot / f"{mart}.parquet")
+        assert table.num_rows == pointer["rows"][mart]
+
+
+# ------------------------------------------------------------------ windows and bad input
+
+
+@pytest.fixture(scope="module")
+def scratch(seeded_lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> DbtRun:
+    """A separate marts database for tests that change the lake (each restores it)."""
+    folder = tmp_path_factory.mktemp("scratch")
+    return DbtRun(copy_project(folder), folder / "state", seeded_lake)
+
+
+@contextmanager
+def overlay(lake: Lake, table: str, tenant: int, day: date, rows: pa.Table) -> Iterator[None]:
+    """Replace one lake partition for the duration of the block."""
+    key = PartitionKey(table, tenant, day)
+    write_partition(lake.layout, lake.tables[table], key, rows)
+    try:
+        yield
+    finally:
+        lake.layout.overlay_file(key).unlink()
+
+
+def window(day: date) -> str:
+    end = date.fromordinal(day.toordinal() + 1)
+    return json.dumps({"start_date": day.isoformat(), "end_date": end.isoformat()})
+
+
+def build_day(run: DbtRun, day: date) -> str:
+    """Build daily_pnl and its parents for one day; returns dbt's output (asserting success)."""
+    result = run.dbt(
+        "build", "--vars", window(day), "--select", "+daily_pnl",
+        "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    return result.stdout
+
+
+def pnl_row(run: DbtRun, tenant: int, day: date) -> list[tuple[object, ...]]:
+    return query(
+        run.database,
+        "select revenue, net, balance_transaction_count from marts.marts.daily_pnl "
+        "where tenant_id = ? and local_date = ?",
+        [tenant, day],
+    )
+
+
+def test_an_empty_lake_partition_is_an_explicit_zero_row_and_only_the_window_rebuilds(
+    scratch: DbtRun,
+) -> None:
+    lake, tenant = scratch.lake, 1
+    day, other = date(2025, 3, 10), date(2025, 3, 11)
+    bts = lake.tables["stripe_balance_transactions"]
+    scratch.prepare()
+    for d in (day, other):
+        build_day(scratch, d)
+    before = pnl_row(scratch, tenant, day)
+    assert int(str(before[0][2])) > 0
+    with overlay(lake, bts.name, tenant, day, bts.schema.empty_table()):
+        scratch.prepare()
+        # A run for another day leaves this day alone ...
+        build_day(scratch, other)
+        assert pnl_row(scratch, tenant, day) == before
+        # ... and the run for this day turns the now-empty partition into an explicit zero row.
+        build_day(scratch, day)
+        assert pnl_row(scratch, tenant, day) == [(0, 0, 0)]
+    scratch.prepare()
+
+
+def test_an_unknown_currency_fails_the_build_loudly(scratch: DbtRun) -> None:
+    lake, tenant, day = scratch.lake, 2, date(2025, 3, 12)
+    bts = lake.tables["stripe_balance_transactions"]
+    key = PartitionKey(bts.name, tenant, day)
+    rows = read_partitions(lake.layout, bts, [key])
+    assert rows.num_rows > 0
+    currency = rows.column("currency")
+    bad = rows.set_column(
+        rows.schema.get_field_index("currency"),
+        "currency",
+        pa.array(["xts", *currency.to_pylist()[1:]], currency.type),
+    )
+    with overlay(lake, bts.name, tenant, day, bad):
+        scratch.prepare()
+        built = scratch.dbt(
+            "build", "--vars", window(day), "--select", "+daily_pnl",
+            "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
+        )  # fmt: skip
+        # Without the data tests, the model itself stops on the row.
+        ran = scratch.dbt("run", "--vars", window(day), "--select", "+daily_pnl")
+    scratch.prepare()
+    assert built.returncode != 0
+    assert "relationships_stg_stripe__balance_transactions_currency" in built.stdout
+    assert ran.returncode != 0
+    assert "unknown currency 'xts' on balance transaction" in ran.stdout
+
+
+def test_marts_refuse_a_lake_that_is_not_seeded(seeded_lake: Lake, tmp_path: Path) -> None:
+    with pytest.raises(LakeNotReadyError, match="not seeded"):
+        prepare_marts_database(
+            tmp_path / "marts.duckdb",
+            LakeLayout(tmp_path / "no-lake"),
+            seeded_lake.tables,
+            seeded_lake.dsn,
+            tmp_path / "results",
+        )
