@@ -176,10 +176,11 @@ def pull_stream(
             _flush(conn, stream, account, pending, source_ts, report)
             pending = []
     _flush(conn, stream, account, pending, source_ts, report)
-    if report.fetched:
+    # An unchanged cursor is not written again: a quiet account costs one read, one request.
+    if report.fetched and newest != report.cursor_before:
         with conn.transaction():
             write_cursor(conn, stream, account, newest)
-    report.cursor_after = read_cursor(conn, stream, account.account_id)
+    report.cursor_after = newest if report.fetched else report.cursor_before
     report.seconds = time.monotonic() - started
     return report
 

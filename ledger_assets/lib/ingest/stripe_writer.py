@@ -99,7 +99,8 @@ def write_stripe_rows(
         if not rows:
             continue
         report.merged[table.name] = merge_rows(conn, table, rows)
-        if table is STRIPE_CHARGES:
+        if table is STRIPE_CHARGES and report.merged[table.name].inserted:
+            # Only a charge new to the system of record can be a parent someone waits for.
             charge_ids.update(str(r[0]) for r in rows)
     if charge_ids:
         report.absorb(_release_waiting(conn, charge_ids, tenant_id))
