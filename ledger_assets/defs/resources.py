@@ -72,6 +72,10 @@ class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             publication=self.publication,
             # A sensor tick must stay well inside Dagster's sensor timeout.
             max_seconds=20.0,
+            # Land an empty batch once 1 MB of unpublished WAL has passed: the watermark then
+            # moves on a quiet database too, which is what ends the lake's "seeding" state
+            # after a snapshot taken while nothing was being written.
+            idle_advance_bytes=1 << 20,
         )
 
 
