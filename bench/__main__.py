@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -52,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         root = Path(tempfile.mkdtemp(prefix="ledger-bench-", dir=os.environ.get("TMPDIR", "/tmp")))
         root.chmod(0o755)  # the unprivileged server account must reach it when we are root
-        with throwaway_cluster(root / "cluster") as cluster:
-            run(cluster.dsn("postgres"))
+        try:
+            with throwaway_cluster(root / "cluster") as cluster:
+                run(cluster.dsn("postgres"))
+        finally:
+            # A benchmark cluster holds gigabytes; nothing in it is kept.
+            shutil.rmtree(root, ignore_errors=True)
     print()
     print(render(results))
     return 0

@@ -86,7 +86,7 @@ def stripe_backfill(ctx: Context) -> list[Figure]:
                     conn, make_client(DEFAULT_STRIPE_API_KEY, servers.stripe_url)
                 )
             ours = _child(dsn, servers.stripe_url, workers=2)
-            again = _child(dsn, servers.stripe_url, workers=2)
+            again = _child(dsn, servers.stripe_url, workers=4)
         with ctx.fresh_database("naive") as dsn:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 sync_tenants_from_stripe(
