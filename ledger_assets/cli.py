@@ -137,7 +137,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             return child.wait()
         except KeyboardInterrupt:
             child.send_signal(signal.SIGINT)
-            return child.wait()
+            try:
+                return child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return child.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,8 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    # `timeout`, systemd and container runtimes stop a process with SIGTERM. Treat it like
+    # Ctrl-C so that the demo's stand-ins, receiver, dagster dev and cluster are all stopped.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_logging(os.environ.get("LEDGER_LOG_LEVEL", "INFO"))
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -192,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"ledger: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
