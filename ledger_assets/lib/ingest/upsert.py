@@ -31,7 +31,13 @@ class MergeCounts:
         )
 
 
-def _merge_statement(table: IngestTable, stage: str) -> sql.Composed:
+#: Batches up to this size skip the staging table: one multi-row INSERT is one round trip,
+#: where staging costs four (create-if-missing, COPY, merge, and the duplicate check). Most
+#: incremental pulls re-read a handful of objects per stream, so this is their common case.
+SMALL_BATCH = 64
+
+
+def _merge_statement(table: IngestTable, source: sql.Composable) -> sql.Composed:
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
     target = sql.Identifier("ledger", table.name)
     key = sql.Identifier(table.key)
@@ -60,13 +66,10 @@ def _merge_statement(table: IngestTable, stage: str) -> sql.Composed:
         conflict = sql.SQL("do update set {} where {}").format(assignments, newer)
     # `xmax = 0` is true for a freshly inserted tuple and false for an updated one.
     return sql.SQL(
-        "with merged as (insert into {target} as t ({columns}) "
-        "select {columns} from {stage} order by {key} "
+        "with merged as (insert into {target} as t ({columns}) {source} "
         "on conflict ({key}) {conflict} returning (xmax = 0) as inserted) "
         "select count(*) filter (where inserted), count(*) filter (where not inserted) from merged"
-    ).format(
-        target=target, columns=columns, stage=sql.Identifier(stage), key=key, conflict=conflict
-    )
+    ).format(target=target, columns=columns, source=source, key=key, conflict=conflict)
 
 
 def merge_rows(
@@ -74,12 +77,44 @@ def merge_rows(
     table: IngestTable,
     rows: Iterable[Sequence[object]],
 ) -> MergeCounts:
-    """Stage ``rows`` (tuples in ``table.columns`` order) with COPY and merge them.
+    """Merge ``rows`` (tuples in ``table.columns`` order, the key first) into ``table``.
 
-    Must run inside a transaction: the staging table is emptied when it commits. Rows with the
-    same key in one batch are reduced to the most advanced one first, because one INSERT may not
-    touch a row twice. The key must be the first column.
+    Small batches go in one multi-row INSERT; larger ones are staged with COPY first. Must run
+    inside a transaction: the staging table is emptied when it commits. Rows with the same key
+    in one batch are reduced to the most advanced one first, because one INSERT may not touch a
+    row twice.
     """
+    batch = list(rows)
+    if not batch:
+        return MergeCounts()
+    keys = [row[0] for row in batch]
+    duplicates = len(set(keys)) != len(keys)
+    if len(batch) <= SMALL_BATCH and not duplicates:
+        row_sql = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(table.columns)))
+        source: sql.Composable = sql.SQL("values {}").format(
+            sql.SQL(", ").join(row_sql for _ in batch)
+        )
+        params = [value for row in batch for value in row]
+        result = conn.execute(_merge_statement(table, source), params).fetchone()
+    else:
+        stage = _stage(conn, table, batch)
+        if duplicates:
+            _keep_most_advanced_duplicate(conn, table, stage)
+        source = sql.SQL("select {} from {} order by {}").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in table.columns),
+            sql.Identifier(stage),
+            sql.Identifier(table.key),
+        )
+        result = conn.execute(_merge_statement(table, source)).fetchone()
+    assert result is not None
+    inserted, updated = int(str(result[0])), int(str(result[1]))
+    return MergeCounts(inserted, updated, len(batch) - inserted - updated)
+
+
+def _stage(
+    conn: psycopg.Connection[tuple[object, ...]], table: IngestTable, batch: list[Sequence[object]]
+) -> str:
+    """COPY ``batch`` into the session's staging table for ``table``; returns its name."""
     stage = f"stage_{table.name}"
     # A session-long staging table emptied at each commit: creating and dropping one per batch
     # cost catalog writes and two round trips, which dominated small incremental pulls.
@@ -90,26 +125,13 @@ def merge_rows(
             "(like {target} including defaults) on commit delete rows"
         ).format(stage=sql.Identifier(stage), target=sql.Identifier("ledger", table.name))
     )
-    staged = 0
-    keys: set[object] = set()
-    duplicates = False
     copy_sql = sql.SQL("copy {} ({}) from stdin").format(
         sql.Identifier(stage), sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
     )
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-        for row in rows:
+        for row in batch:
             copy.write_row(row)
-            staged += 1
-            duplicates = duplicates or row[0] in keys
-            keys.add(row[0])
-    if staged == 0:
-        return MergeCounts()
-    if duplicates:
-        _keep_most_advanced_duplicate(conn, table, stage)
-    result = conn.execute(_merge_statement(table, stage)).fetchone()
-    assert result is not None
-    inserted, updated = int(str(result[0])), int(str(result[1]))
-    return MergeCounts(inserted, updated, staged - inserted - updated)
+    return stage
 
 
 def _keep_most_advanced_duplicate(
