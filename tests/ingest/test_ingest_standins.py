@@ -289,3 +289,19 @@ def test_dagster_ingestion_asset_reports_rows_and_cursors(
     assert by_key["stripe_charges"]["rows_inserted"].value > 0
     assert by_key["stripe_charges"]["objects_fetched"].value > 0
     assert by_key["stripe_charges"]["cursors"].value  # cursor positions per account/stream
+
+
+def test_a_quiet_account_costs_one_events_read(migrated_dsn: str, servers: StandinServers) -> None:
+    accounts = onboard(migrated_dsn, servers)
+    client = stripe_client(servers)
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        first = stripe_pull.pull_account(conn, client, accounts[0])
+        quiet = stripe_pull.pull_account(conn, client, accounts[0])
+        Clock.now += 300
+        servers.tick(30)  # new activity somewhere: events appear for the accounts it touched
+        after = [stripe_pull.pull_account(conn, client, a) for a in accounts]
+    assert [r.stream for r in first] == ["events", *OBJECT_STREAMS]
+    assert [r.stream for r in quiet] == ["events"]
+    busy = [reports for reports in after if len(reports) > 1]
+    assert busy, "a tick with new objects must trigger full pulls"
+    assert all(sum(r.events_landed for r in reports) > 0 for reports in busy)

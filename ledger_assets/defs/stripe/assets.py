@@ -8,11 +8,10 @@ from ledger_assets.defs.resources import PostgresResource, StripeResource
 from ledger_assets.defs.sor.assets import sor_asset_key
 from ledger_assets.lib.ingest.inbox import apply_stripe_events
 from ledger_assets.lib.ingest.stripe_pull import (
-    EVENTS_STREAM,
     OBJECT_STREAMS,
     StripeAccount,
     link_payout_transactions,
-    pull_stream,
+    pull_account,
 )
 from ledger_assets.lib.ingest.stripe_writer import WriteReport
 from ledger_assets.lib.ingest.tables import STRIPE_TABLES
@@ -54,6 +53,7 @@ def stripe_ingestion(
     name them), then /v1/events into the inbox, then the inbox in source-timestamp order.
     """
     client = stripe.client()
+    overlap = config.overlap_seconds
     writes = WriteReport()
     fetched = events_landed = payout_links = 0
     cursors: dict[str, int | None] = {}
@@ -61,15 +61,14 @@ def stripe_ingestion(
         if config.pull:
             for tenant_id, account_id in stripe_accounts(conn):
                 account = StripeAccount(tenant_id, account_id)
-                for stream in (*OBJECT_STREAMS, EVENTS_STREAM):
-                    report = pull_stream(conn, client, account, stream, config.overlap_seconds)
+                for report in pull_account(conn, client, account, OBJECT_STREAMS, overlap):
                     fetched += report.fetched
                     events_landed += report.events_landed
                     writes.absorb(report.writes)
-                    cursors[f"{account_id}/{stream}"] = report.cursor_after
+                    cursors[f"{account_id}/{report.stream}"] = report.cursor_after
                     context.log.info(
                         "stripe pull tenant=%s stream=%s fetched=%d written=%d cursor=%s",
-                        tenant_id, stream, report.fetched, report.writes.written,
+                        tenant_id, report.stream, report.fetched, report.writes.written,
                         report.cursor_after,
                     )  # fmt: skip
                 payout_links += link_payout_transactions(conn, client, account)

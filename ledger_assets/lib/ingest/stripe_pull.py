@@ -37,6 +37,8 @@ OBJECT_STREAMS: tuple[str, ...] = (
     "charges", "balance_transactions", "payouts", "refunds", "disputes",
 )  # fmt: skip
 EVENTS_STREAM = "events"
+#: Stripe keeps events this long ("List events, going back up to 30 days").
+EVENTS_RETENTION_S = 30 * 86_400
 #: How far back payouts get their balance transactions linked on each run. The link costs one
 #: API call per payout (Stripe's ``payout=`` filter), which is fine for the payouts still
 #: settling but not for years of daily payouts: a 1,000-tenant, 3-year backfill would be 1.1M
@@ -301,6 +303,45 @@ class BackfillReport:
         return self.fetched / self.seconds if self.seconds else 0.0
 
 
+#: The pseudo-stream whose cursor is the start time of the account's last complete pull.
+CHECKED_STREAM = "account_checked"
+
+
+def pull_account(
+    conn: psycopg.Connection[tuple[object, ...]],
+    client: stripe.StripeClient,
+    account: StripeAccount,
+    streams: tuple[str, ...] = OBJECT_STREAMS,
+    overlap_s: int = DEFAULT_OVERLAP_S,
+) -> list[PullReport]:
+    """Pull one account: its events first, then its object streams unless nothing happened.
+
+    Stripe records an event for every object it creates or changes (charge, refund, dispute,
+    payout, balance) and keeps events 30 days. So if the account was pulled completely less
+    than 30 days ago and the events read lands no event it had not seen, no list can hold
+    anything new: the object streams are skipped, and a quiet account costs one request, not
+    six. (The events read still covers everything since its own cursor, so the skip never
+    hides an event.) First pulls, and accounts last pulled too long ago, list everything.
+    """
+    started = int(time.time())
+    cursors = read_cursors(conn, account.account_id)
+    events = pull_stream(conn, client, account, EVENTS_STREAM, overlap_s, cursors=cursors)
+    reports = [events]
+    checked = cursors.get(CHECKED_STREAM)
+    quiet = (
+        checked is not None
+        and started - checked < EVENTS_RETENTION_S - overlap_s
+        and events.events_landed == 0
+        and all(stream in cursors for stream in streams)
+    )
+    if not quiet:
+        for stream in streams:
+            reports.append(pull_stream(conn, client, account, stream, overlap_s, cursors=cursors))
+    with conn.transaction():
+        write_cursor(conn, CHECKED_STREAM, account, started)
+    return reports
+
+
 def _pull_some(
     dsn: str,
     api_key: str,
@@ -314,10 +355,9 @@ def _pull_some(
     client = make_client(api_key, api_base)
     with psycopg.connect(dsn, autocommit=True) as conn:
         for account in accounts:
-            cursors = read_cursors(conn, account.account_id)
-            for stream in streams:
-                pulled = pull_stream(conn, client, account, stream, overlap_s, cursors=cursors)
-                report.fetched += pulled.fetched
+            for pulled in pull_account(conn, client, account, streams, overlap_s):
+                if pulled.stream != EVENTS_STREAM:
+                    report.fetched += pulled.fetched
                 report.written += pulled.writes.written
                 report.quarantined += pulled.writes.quarantined
     return report
