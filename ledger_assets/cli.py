@@ -87,6 +87,15 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from ledger_assets.dashboard.server import (
+        config_for,
+        dashboard_port,
+        dashboard_secret,
+        dashboard_server,
+        login_urls,
+    )
     from ledger_assets.lib import demo
     from ledger_assets.lib.synth.spec import SeedSpec
 
@@ -118,11 +127,26 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             linked = list(servers.plaid_items())
             log.info("stand-ins up", stripe=servers.stripe_url, plaid=servers.plaid_url)
         demo.onboard_and_backfill(sor.dsn, providers, linked)
+        dashboard_url = stack.enter_context(
+            dashboard_server(
+                config_for(settings.state_dir, sor.dsn, secret := dashboard_secret(demo=True)),
+                "127.0.0.1",
+                dashboard_port(),
+            )
+        )
+        with psycopg.connect(sor.dsn) as conn:
+            tenant_ids = [int(str(r[0])) for r in conn.execute(
+                "select tenant_id from ledger.tenants order by 1"
+            )]  # fmt: skip
+        for who, url in login_urls(dashboard_url, secret, tenant_ids).items():
+            print(f"dashboard login ({who}): {url}", flush=True)
         env = {
             **os.environ,
             **providers.as_env(),
             "LEDGER_PG_DSN": sor.dsn,
             "LEDGER_LAKE_ROOT": str(lake_root),
+            # The marts are published under the state folder, where the dashboard reads them.
+            "LEDGER_STATE_DIR": str(settings.state_dir),
             # dagster.yaml in the project root is the instance configuration, used as it is.
             "DAGSTER_HOME": str(PROJECT_ROOT),
         }

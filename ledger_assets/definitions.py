@@ -11,6 +11,7 @@ from ledger_assets.defs.cdc.checks import (
 from ledger_assets.defs.cdc.sensors import cdc_capture_sensor, lake_seed_sensor
 from ledger_assets.defs.dbt.assets import ledger_marts
 from ledger_assets.defs.dbt.resources import DBT_RESOURCES
+from ledger_assets.defs.dbt.schedules import marts_job, marts_schedule
 from ledger_assets.defs.lake.assets import LAKE_ASSETS
 from ledger_assets.defs.lake.jobs import (
     lake_apply_job,
@@ -43,12 +44,14 @@ defs = dg.Definitions(
         lake_apply_job,
         lake_compaction_job,
         slot_health_job,
+        marts_job,
     ],
     schedules=[
         stripe_pull_schedule,
         plaid_sync_schedule,
         lake_compaction_schedule,
         slot_health_schedule,
+        marts_schedule,
     ],
     sensors=[
         tenant_registry_sensor,

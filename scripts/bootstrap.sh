@@ -48,3 +48,14 @@ if [[ -z "${LEDGER_PG_DSN:-}" ]] && ! have_postgres_binaries; then
         die "no PostgreSQL server binaries: install them (e.g. apt-get install postgresql), set LEDGER_PG_BIN to their folder, or set LEDGER_PG_DSN to an existing server"
     fi
 fi
+
+# The dashboard's browser test drives Debian's headless Chromium (no browser download at run time).
+if ! command -v chromium >/dev/null 2>&1 && [[ -z "${LEDGER_CHROMIUM:-}" ]]; then
+    if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+        say "installing Chromium (Debian package) for the dashboard's browser test"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        say "no chromium on PATH: the dashboard's browser test will fail (apt-get install chromium, or set LEDGER_CHROMIUM)"
+    fi
+fi

@@ -143,3 +143,14 @@ def test_instance_configs_are_valid(
     shutil.copy(ROOT / config, tmp_path / "dagster.yaml")
     settings, _ = dagster_instance_config(str(tmp_path))
     assert settings["run_coordinator"]["class"] == "QueuedRunCoordinator"
+
+
+def test_marts_schedule_asks_for_the_current_utc_day() -> None:
+    from datetime import UTC, datetime
+
+    from ledger_assets.defs.dbt.schedules import marts_schedule
+
+    at = datetime(2026, 3, 8, 23, 55, tzinfo=UTC)
+    request = marts_schedule(dg.build_schedule_context(scheduled_execution_time=at))
+    assert isinstance(request, dg.RunRequest)
+    assert request.partition_key == "2026-03-08"
