@@ -145,12 +145,15 @@ def test_instance_configs_are_valid(
     assert settings["run_coordinator"]["class"] == "QueuedRunCoordinator"
 
 
-def test_marts_schedule_asks_for_the_current_utc_day() -> None:
+def test_marts_schedule_builds_everything_once_then_the_current_days() -> None:
     from datetime import UTC, datetime
 
     from ledger_assets.defs.dbt.schedules import marts_schedule
 
     at = datetime(2026, 3, 8, 23, 55, tzinfo=UTC)
-    request = marts_schedule(dg.build_schedule_context(scheduled_execution_time=at))
-    assert isinstance(request, dg.RunRequest)
-    assert request.partition_key == "2026-03-08"
+    with dg.instance_for_test() as instance:
+        first = marts_schedule(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
+        )
+    assert [r.tags.get("ledger/marts") for r in first] == ["full_refresh"]
+    assert first[0].partition_key == "2026-03-08"

@@ -1,6 +1,6 @@
-"""Keep the current day's marts fresh; older days are rebuilt by backfills and late-data runs."""
+"""Keep the marts fresh: a full build once, then the current days every five minutes."""
 
-from datetime import UTC, datetime
+from datetime import UTC, timedelta
 
 import dagster as dg
 
@@ -9,17 +9,32 @@ from ledger_assets.defs.dbt.assets import ledger_marts
 marts_job = dg.define_asset_job(
     "marts_job",
     selection=dg.AssetSelection.assets(ledger_marts),
-    description="Build the dbt marts for one day partition.",
+    description="Build the dbt marts for one day partition (or everything, with full_refresh).",
 )
 
 
 @dg.schedule(
     name="marts_schedule",
-    description="Rebuild today's marts every five minutes, so the dashboard follows the lake.",
+    description="Rebuild the current days' marts every five minutes (a full build the first "
+    "time), so the dashboard follows the lake.",
     job=marts_job,
     cron_schedule="*/5 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
-def marts_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    moment = context.scheduled_execution_time or datetime.now(UTC)
-    return dg.RunRequest(partition_key=moment.astimezone(UTC).date().isoformat())
+def marts_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    moment = context.scheduled_execution_time.astimezone(UTC)
+    built_before = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=marts_job.name, statuses=[dg.DagsterRunStatus.SUCCESS]),
+        limit=1,
+    )
+    if not built_before:
+        return [
+            dg.RunRequest(
+                partition_key=moment.date().isoformat(),
+                run_config=dg.RunConfig({ledger_marts.op.name: {"config": {"full_refresh": True}}}),
+                tags={"ledger/marts": "full_refresh"},
+            )
+        ]
+    # Tenants run from UTC-11 to UTC+14: "today" is yesterday, today or tomorrow somewhere.
+    days = [moment.date() + timedelta(days=d) for d in (-1, 0)]
+    return [dg.RunRequest(partition_key=day.isoformat()) for day in days]

@@ -28,7 +28,7 @@ plaid_sync_schedule = dg.ScheduleDefinition(
     name="plaid_webhook_sensor",
     description="Sync the items named by newly landed Plaid webhooks.",
     job=plaid_sync_job,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def plaid_webhook_sensor(

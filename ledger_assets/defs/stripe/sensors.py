@@ -27,7 +27,7 @@ stripe_pull_schedule = dg.ScheduleDefinition(
     name="stripe_webhook_sensor",
     description="Apply newly landed Stripe webhook events (inbox only, no list pulls).",
     job=stripe_ingestion_job,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def stripe_webhook_sensor(
