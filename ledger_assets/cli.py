@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--live-interval",
         type=float,
-        default=3.0,
+        default=8.0,
         help="seconds between live stand-in activity ticks",
     )
     demo.set_defaults(handler=_demo)
