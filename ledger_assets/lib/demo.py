@@ -145,7 +145,10 @@ def onboard_and_backfill(
             for stream in OBJECT_STREAMS:
                 report = pull_stream(conn, client, StripeAccount(tenant_id, account_id), stream)
                 totals["stripe_objects"] += report.fetched
-            link_payout_transactions(conn, client, StripeAccount(tenant_id, account_id))
+            # A first pull links every payout; later runs refresh the recent window only.
+            link_payout_transactions(
+                conn, client, StripeAccount(tenant_id, account_id), window_days=None
+            )
         for item_id, tenant_id, token in plaid_items(conn):
             sync_item(conn, plaid, PlaidItem(item_id, tenant_id, token))
     log.info("onboarded and backfilled", **totals,

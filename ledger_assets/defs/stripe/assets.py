@@ -9,9 +9,11 @@ from ledger_assets.defs.sor.assets import sor_asset_key
 from ledger_assets.lib.ingest.inbox import apply_stripe_events
 from ledger_assets.lib.ingest.stripe_pull import (
     OBJECT_STREAMS,
+    PAYOUT_LINK_WINDOW_DAYS,
     StripeAccount,
     link_payout_transactions,
     pull_account,
+    read_cursors,
 )
 from ledger_assets.lib.ingest.stripe_writer import WriteReport
 from ledger_assets.lib.ingest.tables import STRIPE_TABLES
@@ -61,6 +63,7 @@ def stripe_ingestion(
         if config.pull:
             for tenant_id, account_id in stripe_accounts(conn):
                 account = StripeAccount(tenant_id, account_id)
+                first_pull = "payouts" not in read_cursors(conn, account_id)
                 for report in pull_account(conn, client, account, OBJECT_STREAMS, overlap):
                     fetched += report.fetched
                     events_landed += report.events_landed
@@ -71,7 +74,13 @@ def stripe_ingestion(
                         tenant_id, report.stream, report.fetched, report.writes.written,
                         report.cursor_after,
                     )  # fmt: skip
-                payout_links += link_payout_transactions(conn, client, account)
+                # A first pull links every payout; later runs refresh the recent window only.
+                payout_links += link_payout_transactions(
+                    conn,
+                    client,
+                    account,
+                    window_days=None if first_pull else PAYOUT_LINK_WINDOW_DAYS,
+                )
         applied = apply_stripe_events(conn)
     writes.absorb(applied.writes)
     shared: dict[str, dg.RawMetadataValue] = {
