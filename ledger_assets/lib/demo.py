@@ -8,16 +8,14 @@ talks to Stripe and Plaid.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
-import uvicorn
 
+from ledger_assets.lib.asgi import serve_in_thread
 from ledger_assets.lib.ingest import plaid_sync, stripe_pull
 from ledger_assets.lib.ingest.onboarding import register_plaid_items, sync_tenants_from_stripe
 from ledger_assets.lib.ingest.plaid_sync import PlaidItem, sync_item, verification_key_fetcher
@@ -113,19 +111,8 @@ def webhook_receiver(dsn: str, providers: ProviderSettings, host: str, port: int
     app = build_receiver(
         ReceiverConfig(dsn, providers.stripe_webhook_secret, verification_key_fetcher(plaid))
     )
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="webhooks", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the webhook receiver did not start on {host}:{port}")
-        time.sleep(0.05)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(app, host, port, "webhooks") as url:
+        yield url
 
 
 def onboard_and_backfill(
