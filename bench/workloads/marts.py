@@ -29,10 +29,10 @@ import duckdb
 import psycopg
 
 from bench.core import Context, Figure, workload
-from ledger_assets.lib.cdc import CaptureConfig, ChangeCapture
+from ledger_assets.lib.cdc import CaptureConfig
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.lake.layout import LakeLayout
-from ledger_assets.lib.lake.sync import apply_landed, lake_tables, seed_lake
+from ledger_assets.lib.lake.sync import build_lake, lake_tables
 from ledger_assets.lib.marts.contracts import results_dir
 from ledger_assets.lib.marts.prepare import prepare_marts_database
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
@@ -97,18 +97,7 @@ def marts(ctx: Context) -> list[Figure]:
             slot_name=f"lake_{name}", publication=f"lake_{name}",
         )  # fmt: skip
         try:
-            with ChangeCapture(config) as capture:
-                state = capture.start()
-            seed_lake(dsn, layout, state.origin)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(
-                    "update ledger.stripe_charges set description = description "
-                    "where id = (select min(id) from ledger.stripe_charges)"
-                )
-            with ChangeCapture(config) as capture:
-                capture.start()
-                capture.run(max_seconds=60)
-            apply_landed(dsn, layout, config.changelog_dir)
+            build_lake(config, layout)
             with psycopg.connect(dsn) as conn:
                 tables = lake_tables(conn)
             project = folder / "dbt_project"

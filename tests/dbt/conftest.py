@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from ledger_assets.lib.cdc import CaptureConfig, ChangeCapture
+from ledger_assets.lib.cdc import CaptureConfig
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.lake.layout import LakeLayout
 from ledger_assets.lib.lake.schema import LakeTable
-from ledger_assets.lib.lake.sync import apply_landed, lake_tables, seed_lake
+from ledger_assets.lib.lake.sync import build_lake, lake_tables
 from ledger_assets.lib.marts.contracts import results_dir
 from ledger_assets.lib.marts.prepare import prepare_marts_database
 from ledger_assets.lib.sor.pgcluster import PrivateCluster
@@ -87,19 +87,7 @@ def seeded_lake(pg_cluster: PrivateCluster) -> Iterator[Lake]:
     )  # fmt: skip
     try:
         seed_database(dsn, SPEC)
-        with ChangeCapture(config) as capture:
-            state = capture.start()
-        seed_lake(dsn, layout, state.origin)
-        # One committed change carries the watermark past the snapshot: the lake is "seeded".
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                "update ledger.stripe_charges set description = description "
-                "where id = (select min(id) from ledger.stripe_charges)"
-            )
-        with ChangeCapture(config) as capture:
-            capture.start()
-            capture.run(max_seconds=30)
-        apply_landed(dsn, layout, config.changelog_dir)
+        build_lake(config, layout)
         with psycopg.connect(dsn) as conn:
             tables = lake_tables(conn)
         yield Lake(dsn, layout, tables)

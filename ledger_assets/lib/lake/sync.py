@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 import pyarrow as pa
 
+from ledger_assets.lib.cdc.capture import CaptureConfig, ChangeCapture
 from ledger_assets.lib.cdc.changelog import atomic_write_bytes, list_batches, read_changes
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.lake.apply import apply_changes
@@ -160,3 +161,27 @@ def apply_landed(
     write_lake_state(layout, LakeState(applied_end=result.end, seeded_lsn=state.seeded_lsn))
     result.seconds = time.monotonic() - started
     return result
+
+
+def build_lake(config: CaptureConfig, layout: LakeLayout, catch_up_seconds: float = 60.0) -> None:
+    """Seed a lake from ``config.dsn`` and carry its watermark past the snapshot.
+
+    The steps a fresh deployment takes over several Dagster runs (slot, snapshot, first capture
+    and apply), done at once: tests, benchmarks and tools get a lake that is no longer seeding.
+    A no-op update to one charge commits a published change after the snapshot, so the
+    watermark passes it even when nothing else is being written.
+    """
+    with ChangeCapture(config) as capture:
+        state = capture.start()
+    seed_lake(config.dsn, layout, state.origin)
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        conn.execute(
+            "update ledger.stripe_charges set description = description "
+            "where id = (select min(id) from ledger.stripe_charges)"
+        )
+    with ChangeCapture(config) as capture:
+        capture.start()
+        capture.run(max_seconds=catch_up_seconds)
+    apply_landed(config.dsn, layout, config.changelog_dir)
+    if read_lake_state(layout).seeding:
+        raise RuntimeError("the lake is still seeding after its first catch-up")
