@@ -269,6 +269,48 @@ def remove_unlanded_files(folder: Path, landed_end: Lsn) -> list[Path]:
     return removed
 
 
+@dataclass(frozen=True)
+class PruneReport:
+    batches: int
+    files: int
+    bytes: int
+
+
+def prune_batches(folder: Path, upto: Lsn) -> PruneReport:
+    """Delete every landed batch that ends at or before ``upto``, and their data files.
+
+    The caller picks ``upto`` no later than every reader's position (the lake's watermark and
+    reconciliation's last one): capture itself only reads batches after the slot's confirmed
+    position. Each batch's manifest goes first, so a crash midway leaves only data files with
+    no manifest, which the next prune removes (they sort before ``upto``).
+    """
+    batches = files = size = 0
+    for ref in list_batches(folder):
+        if ref.end <= upto:
+            os.unlink(ref.path)
+            batches += 1
+    for entry in os.scandir(folder):
+        if not entry.name.endswith(".parquet"):
+            continue
+        stem = entry.name.split(".", 1)[0]
+        end = _end_of(stem)
+        if end is not None and end <= upto:
+            size += entry.stat().st_size
+            os.unlink(entry.path)
+            files += 1
+    if batches or files:
+        fsync_path(folder)
+    return PruneReport(batches, files, size)
+
+
+def _end_of(stem: str) -> Lsn | None:
+    _, _, tail = stem.partition("-")
+    try:
+        return Lsn.from_hex16(tail)
+    except ValueError:
+        return None
+
+
 def _start_of(stem: str) -> Lsn | None:
     head = stem.split("-", 1)[0]
     try:

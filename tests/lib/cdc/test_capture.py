@@ -22,6 +22,7 @@ from ledger_assets.lib.cdc import (
     reset_capture,
 )
 from ledger_assets.lib.cdc import slot as slots
+from ledger_assets.lib.cdc.changelog import PruneReport, prune_batches
 from ledger_assets.lib.cdc.pgoutput import UNCHANGED_TOAST, Update, decode
 from tests.lib.cdc.helpers import (
     assert_lake_equals_postgres,
@@ -380,3 +381,29 @@ def test_reset_capture_drops_the_slot_and_sets_the_change_log_aside(
     started(config)
     assert landed(config) == []
     assert json.loads((config.changelog_dir / "_state.json").read_text())["relations"] == {}
+
+
+def test_pruned_history_keeps_capture_going(config: CaptureConfig) -> None:
+    started(config)
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        charge(conn, "ch_prune_1")
+    first = capture_all(config)
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        charge(conn, "ch_prune_2")
+    second = capture_all(config)
+    assert first
+    assert second
+    report = prune_batches(config.changelog_dir, first[-1].end)
+    assert report.batches == len(first)
+    assert report.files >= 1
+    assert report.bytes > 0
+    assert [m.name for m in landed(config)] == [m.name for m in second]
+    leftovers = [p.name for p in config.changelog_dir.glob("*.parquet")]
+    assert all(name.startswith(tuple(m.name for m in second)) for name in leftovers)
+    # Capture continues from the slot's position: the pruned batches are not needed again.
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        charge(conn, "ch_prune_3")
+    third = capture_all(config)
+    assert [r["key"] for r in change_rows(config, "stripe_charges")] == ["ch_prune_2", "ch_prune_3"]
+    assert third[0].start == second[-1].end
+    assert prune_batches(config.changelog_dir, first[-1].end) == PruneReport(0, 0, 0)
