@@ -12,6 +12,7 @@ from ledger_assets.defs.cdc.sensors import cdc_capture_sensor, lake_seed_sensor
 from ledger_assets.defs.dbt.assets import ledger_marts
 from ledger_assets.defs.dbt.resources import DBT_RESOURCES
 from ledger_assets.defs.dbt.schedules import marts_job, marts_schedule
+from ledger_assets.defs.disputes.sensors import late_arrivals_sensor
 from ledger_assets.defs.lake.assets import LAKE_ASSETS
 from ledger_assets.defs.lake.jobs import (
     lake_apply_job,
@@ -60,6 +61,7 @@ defs = dg.Definitions(
         plaid_webhook_sensor,
         lake_seed_sensor,
         cdc_capture_sensor,
+        late_arrivals_sensor,
     ],
     resources={**RESOURCES, **DBT_RESOURCES},
 )

@@ -8,9 +8,12 @@ from ledger_assets.defs.lake.assets import lake_asset_key
 from ledger_assets.defs.partitions import LAKE_START_DATE, tenant_partitions
 from ledger_assets.defs.resources import LakeResource, PostgresResource
 from ledger_assets.lib.cdc import ChangeCapture, reset_capture
+from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.cdc.state import read_state
 from ledger_assets.lib.lake.compact import compact
+from ledger_assets.lib.lake.lineage import dispute_changes, rewrite_lineage
 from ledger_assets.lib.lake.sync import apply_landed, lake_tables, seed_lake
+from ledger_assets.lib.lake.versions import RETENTION_DAYS, prune_versions
 
 #: Lake runs go ahead of queued ingestion runs: they are what makes changes visible.
 LAKE_PRIORITY = {"dagster/priority": "5"}
@@ -18,6 +21,10 @@ LAKE_PRIORITY = {"dagster/priority": "5"}
 #: Days still receiving changes keep their overlays; older ones are folded into day files.
 HOT_WINDOW_DAYS = 3
 _FIRST_DAY = date.fromisoformat(LAKE_START_DATE)
+#: Metadata keys of a lake materialization that the late-arrivals sensor reads.
+DISPUTES_KEY = "ledger/disputes"
+LSN_FROM_KEY = "source_lsn_from"
+LSN_TO_KEY = "source_lsn_to"
 
 
 def _register_tenants(context: dg.OpExecutionContext, tenants: set[int]) -> None:
@@ -58,29 +65,67 @@ def apply_change_log(
     if not result.batches:
         context.log.info("nothing to apply: the lake is at the change log's end")
         return
+    assert result.start is not None
+    assert result.end is not None
     changed = [w for writes in result.writes.values() for w in writes if w.changed]
     _register_tenants(context, {w.key.tenant_id for w in changed})
-    outside = 0
+    disputes = dispute_changes(lake.changelog_dir, result.start, result.end)
+    with postgres.connect() as conn:
+        tables = lake_tables(conn)
+    outside: dict[str, list[str]] = {}
     for write in changed:
+        lineage = rewrite_lineage(
+            lake.layout, tables[write.key.table], write, result.start, disputes
+        )
         if write.key.local_date < _FIRST_DAY or write.key.local_date > date.today() + timedelta(1):
-            outside += 1  # kept in the lake; outside the Dagster partition range
+            # Kept in the lake, but Dagster has no such partition: reported, never dropped.
+            outside.setdefault(write.key.table, []).append(
+                f"tenant {write.key.tenant_id} day {write.key.local_date}"
+                + (f" (dispute {', '.join(lineage.disputes)})" if lineage.disputes else "")
+            )
             continue
+        metadata: dict[str, dg.RawMetadataValue] = {
+            "dagster/row_count": write.rows,
+            "source_lsn": str(result.end),
+            # The commits this rewrite brings in; a rewrite that only removed rows has none,
+            # and then the applied range bounds it.
+            LSN_FROM_KEY: str(lineage.lsn_from or Lsn(result.start + 1)),
+            LSN_TO_KEY: str(lineage.lsn_to or result.end),
+            DISPUTES_KEY: ",".join(lineage.disputes),
+            "content_sha256": write.content_sha256,
+            "source": "cdc",
+        }
         context.log_event(
             dg.AssetMaterialization(
                 asset_key=lake_asset_key(write.key.table),
                 partition=write.key.dagster_key,
+                metadata=metadata,
+            )
+        )
+    for table, partitions in outside.items():
+        # Kept in the lake; Dagster has no such partition, so the table records it instead.
+        context.log.warning(
+            f"lake/{table}: {len(partitions)} partition(s) rewritten outside the Dagster "
+            f"partition range (from {LAKE_START_DATE}): {'; '.join(partitions)}"
+        )
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=lake_asset_key(table),
+                description="Partitions rewritten outside the Dagster partition range: kept "
+                "in the lake, reported here",
                 metadata={
-                    "dagster/row_count": write.rows,
+                    "ledger/outside_partition_range": dg.MetadataValue.md(
+                        "\n".join(f"- {p}" for p in partitions)
+                    ),
                     "source_lsn": str(result.end),
-                    "content_sha256": write.content_sha256,
-                    "source": "cdc",
                 },
             )
         )
     context.log.info(
         f"applied {result.batches} batch(es), {result.changes} changes, "
         f"{result.start}..{result.end}: {len(changed)} partition(s) rewritten"
-        + (f", {outside} outside the partition range" if outside else "")
+        + (f", {sum(map(len, outside.values()))} outside the partition range" if outside else "")
+        + (f"; disputes {sorted({d.dispute_id for d in disputes})}" if disputes else "")
     )
 
 
@@ -88,7 +133,7 @@ def apply_change_log(
 def compact_lake(
     context: dg.OpExecutionContext, postgres: PostgresResource, lake: LakeResource
 ) -> None:
-    """Fold overlays older than the hot window into their day files."""
+    """Fold overlays older than the hot window into their day files; prune old versions."""
     before = date.today() - timedelta(days=HOT_WINDOW_DAYS)
     with postgres.connect() as conn:
         tables = lake_tables(conn)
@@ -97,6 +142,11 @@ def compact_lake(
         context.log.info(
             f"compacted lake/{report.table}: {report.overlays_folded} overlays into "
             f"{report.days} day files"
+        )
+        pruned = prune_versions(lake.layout, lake_table.name)
+        context.log.info(
+            f"lake/{pruned.table} versions: pruned {pruned.files} ({pruned.bytes} bytes) older "
+            f"than {RETENTION_DAYS} days; kept {pruned.kept_files} ({pruned.kept_bytes} bytes)"
         )
 
 
@@ -121,7 +171,8 @@ def lake_apply_job() -> None:
 @dg.job(
     executor_def=dg.in_process_executor,
     tags=LAKE_PRIORITY,
-    description="Fold old overlay files into day files (scan speed; no content change).",
+    description="Fold old overlay files into day files (scan speed; no content change) and "
+    "prune partition versions past their retention.",
 )
 def lake_compaction_job() -> None:
     compact_lake()

@@ -4,6 +4,10 @@ A refund or dispute names its charge. When the charge is not in the system of re
 the record is quarantined with ``awaiting_key`` = the charge id instead of failing the batch;
 when that charge is written later, the waiting records are validated and written again and
 their quarantine rows resolved — all in the caller's transaction.
+
+A written dispute also marks its charge ``disputed`` in the same transaction, as Stripe does:
+Stripe emits no charge event for it, and the charge's cohort facts (its tenant and local day in
+the lake) must change together with the dispute.
 """
 
 from __future__ import annotations
@@ -99,12 +103,39 @@ def write_stripe_rows(
         if not rows:
             continue
         report.merged[table.name] = merge_rows(conn, table, rows)
+        if table is STRIPE_DISPUTES:
+            _mark_charges_disputed(conn, rows, tenant_id)
         if table is STRIPE_CHARGES and report.merged[table.name].inserted:
             # Only a charge new to the system of record can be a parent someone waits for.
             charge_ids.update(str(r[0]) for r in rows)
     if charge_ids:
         report.absorb(_release_waiting(conn, charge_ids, tenant_id))
     return report
+
+
+def _mark_charges_disputed(
+    conn: psycopg.Connection[tuple[object, ...]], disputes: list[tuple[object, ...]], tenant_id: int
+) -> None:
+    """Set ``disputed`` on the charges of ``disputes`` (rows of existing charges only).
+
+    The charge's ``source_ts`` moves up to the dispute's snapshot time, so a charge snapshot
+    taken before the dispute (a slow pull) cannot merge over it and clear the flag. A charge
+    already marked is left alone: a re-delivered dispute writes nothing.
+    """
+    newest: dict[str, datetime] = {}
+    for row in disputes:
+        charge, source_ts = str(row[_CHARGE_COLUMN]), row[-1]
+        assert isinstance(source_ts, datetime)
+        newest[charge] = max(source_ts, newest.get(charge, source_ts))
+    conn.execute(
+        """
+        update ledger.stripe_charges c
+        set disputed = true, source_ts = greatest(c.source_ts, d.source_ts)
+        from unnest(%s::text[], %s::timestamptz[]) as d(charge, source_ts)
+        where c.tenant_id = %s and c.id = d.charge and not c.disputed
+        """,
+        (list(newest), list(newest.values()), tenant_id),
+    )
 
 
 def _set_aside_orphans(

@@ -4,6 +4,9 @@ A partition file is written deterministically — rows sorted by primary key, fi
 options, no timestamps or LSNs in the file — so the same content always produces the same
 bytes. Its SHA-256 is therefore a content hash: a rewrite that would not change the content is
 skipped, and every untouched partition stays byte-identical.
+
+Replacing a partition keeps its previous content as a version (``lib/lake/versions.py``), so the
+lake can still be read as of an earlier source position.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from datetime import date
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ledger_assets.lib.cdc.changelog import atomic_write_bytes, file_sha256
+from ledger_assets.lib.cdc.changelog import atomic_write_bytes
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
-from ledger_assets.lib.lake.schema import LOCAL_DATE, LakeTable
+from ledger_assets.lib.lake.schema import LOCAL_DATE, ROW_LSN, LakeTable
+from ledger_assets.lib.lake.versions import keep_version
 
 #: Rows per row group. Small enough that a base file (every tenant of a day, sorted by tenant)
 #: lets a one-tenant read skip most of the file by row-group statistics.
@@ -32,6 +37,9 @@ class PartitionWrite:
     content_sha256: str
     #: False when the partition already held exactly this content (nothing was written).
     changed: bool
+    #: The distinct commit LSNs (``_lsn``, snapshot rows' 0 left out) of the rows it now holds,
+    #: ascending: which transactions this content comes from (lineage of a rewrite).
+    lsns: tuple[int, ...] = ()
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -51,27 +59,32 @@ def parquet_bytes(table: pa.Table) -> bytes:
 def write_partition(
     layout: LakeLayout, lake_table: LakeTable, key: PartitionKey, rows: pa.Table
 ) -> PartitionWrite:
-    """Replace partition ``key`` with ``rows`` (an overlay file), unless nothing changed."""
-    ordered = rows.select(lake_table.schema.names).cast(lake_table.schema)
-    ordered = ordered.sort_by([(lake_table.spec.primary_key, "ascending")])
+    """Replace partition ``key`` with ``rows`` (an overlay file), unless nothing changed.
+
+    The content it replaces is kept as a version first (see ``versions.keep_version``).
+    """
+    ordered = _ordered(lake_table, rows)
     data = parquet_bytes(ordered)
     digest = hashlib.sha256(data).hexdigest()
     path = layout.overlay_file(key)
-    if path.exists() and file_sha256(path) == digest:
-        return PartitionWrite(key, ordered.num_rows, digest, changed=False)
-    if not path.exists() and current_partition_hash(layout, lake_table, key) == digest:
-        return PartitionWrite(key, ordered.num_rows, digest, changed=False)
+    previous = (
+        path.read_bytes()
+        if path.exists()
+        else parquet_bytes(_ordered(lake_table, read_partitions(layout, lake_table, [key])))
+    )
+    lsns = tuple(sorted(int(v) for v in pc.unique(ordered.column(ROW_LSN)).to_pylist() if v))
+    if hashlib.sha256(previous).hexdigest() == digest:
+        return PartitionWrite(key, ordered.num_rows, digest, changed=False, lsns=lsns)
+    keep_version(layout, key, previous)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
-    return PartitionWrite(key, ordered.num_rows, digest, changed=True)
+    return PartitionWrite(key, ordered.num_rows, digest, changed=True, lsns=lsns)
 
 
-def current_partition_hash(layout: LakeLayout, lake_table: LakeTable, key: PartitionKey) -> str:
-    """The content hash the partition would have if written now from its current rows."""
-    rows = read_partitions(layout, lake_table, [key])
+def _ordered(lake_table: LakeTable, rows: pa.Table) -> pa.Table:
+    """``rows`` in the file's column order and types, sorted by key (deterministic bytes)."""
     ordered = rows.select(lake_table.schema.names).cast(lake_table.schema)
-    ordered = ordered.sort_by([(lake_table.spec.primary_key, "ascending")])
-    return hashlib.sha256(parquet_bytes(ordered)).hexdigest()
+    return ordered.sort_by([(lake_table.spec.primary_key, "ascending")])
 
 
 def read_partitions(

@@ -1,0 +1,149 @@
+"""Late-arriving changes: rebuild exactly the mart days that a change to an old day touched.
+
+The marts schedule rebuilds only the current days. A dispute opened today on a charge from
+months ago rewrites that charge's old cohort partition (and, when a later state of an old
+dispute arrives, the dispute's own day); ``lake_apply_job`` records a materialization for each
+rewritten partition with the disputes and the commit LSNs it came from. This sensor reads those
+materializations through a cursor over the event log (the storage id), keeps the ones on days
+older than the hot window, and requests one ``marts_job`` run per (trigger, day) — nothing else.
+
+Run keys name the dispute(s) and the LSN that rewrote the day, so a second dispute on the same
+day (or a later state of the same dispute) is a new run and never deduplicated away. The run
+tags ``ledger/dispute`` and ``ledger/partitions`` show in the Dagster UI which dispute caused
+which run and through which lake partitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import dagster as dg
+
+from ledger_assets.defs.dbt.schedules import marts_job
+from ledger_assets.defs.lake.assets import lake_asset_key, lake_partitions
+from ledger_assets.defs.lake.jobs import DISPUTES_KEY, HOT_WINDOW_DAYS, LSN_FROM_KEY, LSN_TO_KEY
+from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
+
+#: Materializations read per lake table and tick; a longer backlog drains over later ticks.
+PAGE = 1_000
+DISPUTE_TAG = "ledger/dispute"
+PARTITIONS_TAG = "ledger/partitions"
+
+
+@dataclass(frozen=True)
+class LakeChange:
+    """One rewritten lake partition, as its materialization tells it."""
+
+    storage_id: int
+    table: str
+    tenant_id: int
+    day: date
+    disputes: tuple[str, ...]
+    lsn_from: str | None
+    lsn_to: str | None
+
+    @property
+    def trigger(self) -> str:
+        """What caused the rewrite: its disputes and LSN, else its LSN, else the record."""
+        if self.disputes:
+            return f"{'+'.join(self.disputes)}@{self.lsn_to}"
+        return f"lsn-{self.lsn_to}" if self.lsn_to else f"record-{self.storage_id}"
+
+
+def lake_change(record: dg.EventLogRecord) -> LakeChange | None:
+    """The change a lake materialization record describes (None: it changed nothing)."""
+    materialization = record.asset_materialization
+    if materialization is None or materialization.partition is None:
+        return None
+    metadata = materialization.metadata
+    changed = metadata.get("changed")
+    if changed is not None and changed.value is False:
+        return None  # a rebuild that found the partition already equal to Postgres
+
+    def text(key: str) -> str | None:
+        value = metadata.get(key)
+        return None if value is None or value.value in (None, "") else str(value.value)
+
+    keys = lake_partitions.get_partition_key_from_str(materialization.partition)
+    dims = keys.keys_by_dimension
+    disputes = text(DISPUTES_KEY)
+    return LakeChange(
+        storage_id=record.storage_id,
+        table=materialization.asset_key.path[-1],
+        tenant_id=int(dims["tenant"]),
+        day=date.fromisoformat(dims["date"]),
+        disputes=tuple(disputes.split(",")) if disputes else (),
+        lsn_from=text(LSN_FROM_KEY),
+        lsn_to=text(LSN_TO_KEY),
+    )
+
+
+def late_run_requests(changes: list[LakeChange], before: date) -> list[dg.RunRequest]:
+    """One marts run per (trigger, day) for the changes on days earlier than ``before``."""
+    grouped: dict[tuple[str, date], list[LakeChange]] = {}
+    for change in changes:
+        if change.day < before:
+            grouped.setdefault((change.trigger, change.day), []).append(change)
+    requests = []
+    for (trigger, day), group in sorted(grouped.items(), key=lambda item: item[0][1]):
+        disputes = sorted({d for c in group for d in c.disputes})
+        partitions = sorted({f"{c.table}:{c.tenant_id}" for c in group})
+        requests.append(
+            dg.RunRequest(
+                run_key=f"late:{trigger}:{day.isoformat()}",
+                partition_key=day.isoformat(),
+                tags={
+                    DISPUTE_TAG: ",".join(disputes) or "none",
+                    PARTITIONS_TAG: f"{day.isoformat()} " + ",".join(partitions),
+                    "ledger/lsn": f"{min(c.lsn_from or '' for c in group)}.."
+                    f"{max(c.lsn_to or '' for c in group)}",
+                    "ledger/trigger": "late_arrival",
+                },
+            )
+        )
+    return requests
+
+
+def hot_window_start(today: date) -> date:
+    """The first day the current-days marts schedule and the hot overlays still cover."""
+    return today - timedelta(days=HOT_WINDOW_DAYS)
+
+
+@dg.sensor(
+    name="late_arrivals_sensor",
+    description="Rebuild the mart days of lake partitions rewritten outside the hot window "
+    "(a late dispute on an old charge): one marts run per dispute and day.",
+    job_name=marts_job.name,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def late_arrivals_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    after = int(context.cursor) if context.cursor else None
+    records: list[dg.EventLogRecord] = []
+    # Storage ids are global to the event log: one cursor covers every lake table. When a
+    # table has more than a page, the cursor stops at that page's end, so nothing is skipped;
+    # records seen twice yield run keys already used, which Dagster does not launch again.
+    limit: int | None = None
+    for spec in MIRRORED_TABLES:
+        page = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=lake_asset_key(spec.name), after_storage_id=after),
+            limit=PAGE,
+            ascending=True,
+        )
+        records += page.records
+        if page.has_more and page.records:
+            last = page.records[-1].storage_id
+            limit = last if limit is None else min(limit, last)
+    if limit is not None:
+        records = [r for r in records if r.storage_id <= limit]
+    if not records:
+        return dg.SensorResult(skip_reason="no new lake materializations")
+    changes = [c for c in map(lake_change, records) if c is not None]
+    requests = late_run_requests(changes, hot_window_start(date.today()))
+    cursor = max(r.storage_id for r in records)
+    context.log.info(
+        f"{len(records)} lake materialization(s) up to storage id {cursor}: "
+        f"{len(requests)} late mart day run(s)"
+    )
+    return dg.SensorResult(run_requests=requests, cursor=str(cursor))

@@ -1,0 +1,186 @@
+"""Partition versions: read the lake as it was at an earlier source position.
+
+A report (a marts snapshot) records the lake watermark it was built from (``applied_end``, an
+LSN). A late change — a dispute on a months-old charge — later rewrites old partitions, and the
+report could no longer be reproduced from the current files. So when ``store.write_partition``
+replaces a partition, the content it replaces is kept first::
+
+    <root>/<table>/_versions/tenant_id=<t>/local_date=<d>/<W>.parquet
+
+where ``W`` (16 hex digits) is the lake's watermark at the moment of the replacement: the old
+content is what every reader with a watermark up to ``W`` saw. Reading *as of* a watermark ``L``
+therefore takes, per partition, the oldest version named ``W >= L``, and the current content
+for partitions that have none (they have not changed since ``L``). When two writes replace one
+partition at the same watermark (a repair, then another), the first version — the content
+readers at ``W`` saw — is kept.
+
+Retention: versions older than :data:`RETENTION_DAYS` are pruned by the nightly compaction job;
+the highest watermark pruned is recorded (``<table>/_versions/PRUNED``), and reading as of a
+position at or before it fails instead of silently mixing in newer content. Cost: one file per
+replaced partition (the whole previous partition, zstd Parquet, a few KB for a tenant-day), see
+ARCHITECTURE.md §7 for the measured figures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ledger_assets.lib.cdc.changelog import atomic_write_bytes
+from ledger_assets.lib.cdc.lsn import Lsn
+from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.reader import create_lake_view, sql_list
+from ledger_assets.lib.lake.schema import LakeTable
+
+VERSIONS_DIR = "_versions"
+#: How long a replaced partition's content is kept: a month of reports stays reproducible
+#: (month-end closes are re-run in the following days), plus a few days of slack.
+RETENTION_DAYS = 35
+_PRUNED = "PRUNED"
+
+
+class VersionExpiredError(LookupError):
+    """The requested position is older than the versions still kept (retention)."""
+
+
+def versions_dir(layout: LakeLayout, table: str) -> Path:
+    return layout.table_dir(table) / VERSIONS_DIR
+
+
+def version_file(layout: LakeLayout, key: PartitionKey, watermark: Lsn) -> Path:
+    return (
+        versions_dir(layout, key.table) / f"tenant_id={key.tenant_id}"
+        / f"local_date={key.local_date.isoformat()}" / f"{watermark.hex16}.parquet"
+    )  # fmt: skip
+
+
+def keep_version(layout: LakeLayout, key: PartitionKey, previous: bytes) -> Path | None:
+    """Keep ``previous`` (a partition's file bytes) as the version superseded now.
+
+    Nothing is kept while the lake is seeding: no report can have been built from it yet.
+    Returns the version file, or None when nothing was kept.
+    """
+    # Imported here: sync imports apply, which imports store, which imports this module.
+    from ledger_assets.lib.lake.sync import read_lake_state
+
+    state = read_lake_state(layout)
+    if state.seeding or state.applied_end is None:
+        return None
+    path = version_file(layout, key, state.applied_end)
+    if path.exists():
+        return path  # an earlier write at this watermark kept what readers at W saw
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, previous)
+    return path
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    key: PartitionKey
+    watermark: Lsn
+    path: Path
+
+
+def stored_versions(layout: LakeLayout, table: str) -> list[StoredVersion]:
+    """Every version of ``table``, by partition and then watermark (ascending)."""
+    found = []
+    for path in versions_dir(layout, table).glob("tenant_id=*/local_date=*/*.parquet"):
+        tenant = int(path.parent.parent.name.removeprefix("tenant_id="))
+        day = date.fromisoformat(path.parent.name.removeprefix("local_date="))
+        found.append(
+            StoredVersion(PartitionKey(table, tenant, day), Lsn.from_hex16(path.stem), path)
+        )
+    return sorted(found, key=lambda v: (v.key, v.watermark))
+
+
+def pruned_through(layout: LakeLayout, table: str) -> Lsn | None:
+    """The highest watermark whose version was pruned (None: nothing pruned yet)."""
+    marker = versions_dir(layout, table) / _PRUNED
+    return Lsn.from_hex16(marker.read_text().strip()) if marker.exists() else None
+
+
+def create_lake_view_as_of(
+    con: duckdb.DuckDBPyConnection,
+    layout: LakeLayout,
+    lake_table: LakeTable,
+    watermark: Lsn,
+    name: str | None = None,
+) -> str:
+    """Create a view of ``lake_table`` as readers with lake watermark ``watermark`` saw it.
+
+    Raises:
+        VersionExpiredError: versions needed for ``watermark`` may have been pruned.
+    """
+    horizon = pruned_through(layout, lake_table.name)
+    if horizon is not None and watermark <= horizon:
+        raise VersionExpiredError(
+            f"{lake_table.name} as of {watermark}: versions up to {horizon} were pruned "
+            f"(retention {RETENTION_DAYS} days)"
+        )
+    chosen: dict[PartitionKey, Path] = {}
+    for version in stored_versions(layout, lake_table.name):
+        if version.watermark >= watermark:
+            chosen.setdefault(version.key, version.path)  # ascending: the oldest one wins
+    view = name or lake_table.name
+    current = create_lake_view(con, layout, lake_table, name=f"__current_{view}")
+    if not chosen:
+        con.execute(f"create or replace view {view} as select * from {current}")  # noqa: S608
+        return view
+    replaced = f"__versioned_{view}"
+    con.register(
+        replaced,
+        pa.table(
+            {
+                "tenant_id": pa.array([k.tenant_id for k in chosen], pa.int32()),
+                "local_date": pa.array([k.local_date for k in chosen], pa.date32()),
+            }
+        ),
+    )
+    files = sql_list([str(p) for p in chosen.values()])
+    con.execute(
+        f"create or replace view {view} as "  # noqa: S608 - registered names, escaped paths
+        f"select c.* from {current} c anti join {replaced} r using (tenant_id, local_date) "
+        f"union all by name select * from read_parquet({files}, hive_partitioning = false)"
+    )
+    return view
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    table: str
+    files: int
+    bytes: int
+    kept_files: int
+    kept_bytes: int
+
+
+def prune_versions(
+    layout: LakeLayout, table: str, retention_days: int = RETENTION_DAYS, now: float | None = None
+) -> PruneReport:
+    """Delete versions superseded more than ``retention_days`` ago (by file time)."""
+    cutoff = (time.time() if now is None else now) - retention_days * 86_400
+    expired: list[tuple[StoredVersion, int]] = []
+    kept = kept_bytes = 0
+    for version in stored_versions(layout, table):
+        stat = version.path.stat()
+        if stat.st_mtime < cutoff:
+            expired.append((version, stat.st_size))
+        else:
+            kept += 1
+            kept_bytes += stat.st_size
+    if expired:
+        previous = pruned_through(layout, table)
+        horizon = max(v.watermark for v, _ in expired)
+        if previous is not None:
+            horizon = max(horizon, previous)
+        # The marker moves before the files go: a crash in between fails reads closed.
+        atomic_write_bytes(versions_dir(layout, table) / _PRUNED, horizon.hex16.encode())
+        for version, _ in expired:
+            os.unlink(version.path)
+    return PruneReport(table, len(expired), sum(n for _, n in expired), kept, kept_bytes)
