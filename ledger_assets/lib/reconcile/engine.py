@@ -1,0 +1,658 @@
+"""One reconciliation cycle: totals in Postgres and in the lake, pinned, compared, drilled down.
+
+See the package docstring for the pinning argument; the steps below follow it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from ledger_assets.lib.cdc.capture import CaptureConfig
+from ledger_assets.lib.cdc.lsn import Lsn
+from ledger_assets.lib.lake.compact import table_lock
+from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.reader import create_lake_view
+from ledger_assets.lib.lake.repair import partition_rows_from_postgres
+from ledger_assets.lib.lake.schema import LakeTable
+from ledger_assets.lib.lake.store import read_partitions
+from ledger_assets.lib.lake.sync import lake_tables, read_lake_state, tenant_zones
+from ledger_assets.lib.localtime import day_window
+from ledger_assets.lib.reconcile.inflight import ChangeWindow, ensure_captured, open_snapshot
+from ledger_assets.lib.reconcile.report import (
+    ZERO,
+    Comparison,
+    IdentityViolation,
+    Mismatch,
+    ReconcileScope,
+    ReconciliationReport,
+    Status,
+    Totals,
+    json_safe,
+)
+from ledger_assets.lib.reconcile.specs import SPECS, MeasureSpec
+from ledger_assets.lib.reconcile.state import (
+    IncrementalState,
+    Partition,
+    lake_days,
+    read_incremental_state,
+    sweep_slice,
+    write_incremental_state,
+)
+from ledger_assets.lib.sor.catalog import SCHEMA
+
+#: (tenant, day, currency, category) -> (totals, pre-rounding delta)
+Groups = dict[tuple[int, date, str, str], tuple[Totals, Decimal]]
+#: Mismatching partitions drilled down to keys per cycle; the rest keep their totals only.
+DRILLDOWN_PARTITIONS = 20
+SAMPLES_PER_KIND = 3
+KEYS_PER_KIND = 100
+
+
+@dataclass
+class _Plan:
+    """Per table, the (tenant, day) pairs to compare; None compares every partition."""
+
+    partitions: dict[str, set[tuple[int, date]]] | None
+    state: IncrementalState | None = None
+
+
+@dataclass
+class _Outcome:
+    comparisons: list[Comparison] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    violations: list[IdentityViolation] = field(default_factory=list)
+    deferred: set[Partition] = field(default_factory=set)
+    checked: set[Partition] = field(default_factory=set)
+    rows: int = 0
+    in_flight: int = 0
+    delta: dict[str, float] = field(default_factory=dict)
+    pg_seconds: float = 0.0
+    lake_seconds: float = 0.0
+
+
+def reconcile(
+    capture: CaptureConfig,
+    layout: LakeLayout,
+    state_dir: Path,
+    scope: ReconcileScope,
+    *,
+    capture_timeout: float = 30.0,
+    sweep_cycles: int = 96,
+) -> ReconciliationReport:
+    """Compare the lake with Postgres over ``scope``; see the package docstring.
+
+    Args:
+        capture: the system of record (``dsn``) and its change log (``changelog_dir``).
+        layout: the lake.
+        state_dir: where the incremental state lives (``reconciliation/incremental.json``).
+        scope: which partitions to compare.
+        capture_timeout: how long to wait for the change log to reach the Postgres snapshot;
+            past it the cycle reports ``deferred``.
+        sweep_cycles: incremental cycles per full rolling sweep of every day.
+    """
+    run_id = uuid.uuid4().hex
+    lake_state = read_lake_state(layout)
+    if lake_state.seeding or lake_state.applied_end is None:
+        return _empty(run_id, "skipped", "the lake is seeding: nothing is judged until it is not")
+    w0 = lake_state.applied_end
+    conn, s = open_snapshot(capture.dsn)
+    try:
+        zones = tenant_zones(conn)
+        tables = lake_tables(conn)
+        scales = _scales(conn)
+        plan = _plan(scope, state_dir, layout, capture, tables, zones, w0, sweep_cycles)
+        if not ensure_captured(capture, s, capture_timeout):
+            return _empty(
+                run_id,
+                "deferred",
+                f"the change log did not reach the Postgres snapshot ({s}) within "
+                f"{capture_timeout:g} s; nothing was judged",
+                str(w0),
+                str(s),
+            )
+        window = ChangeWindow(capture.changelog_dir, tables, zones, after=w0)
+        outcome = _Outcome()
+        lake = duckdb.connect()
+        try:
+            lake.execute("set TimeZone = 'UTC'")
+            _materialize(lake, "scales", _scales_table(scales))
+            for lake_table in tables.values():
+                _compare_table(conn, lake, layout, lake_table, zones, scales, plan, window, outcome)
+            _check_identities(lake, layout, tables, plan, window, outcome)
+        finally:
+            lake.close()
+    finally:
+        conn.close()
+    for name in tables:
+        outcome.in_flight += len(window.keys(name))
+        outcome.deferred.update(
+            (k.table, k.tenant_id, k.local_date) for k in window.partitions(name)
+        )
+    status: Status = "fail" if outcome.mismatches or outcome.violations else "pass"
+    reason = (
+        f"{len(outcome.mismatches)} mismatching group(s), "
+        f"{len(outcome.violations)} identity violation(s)"
+        if status == "fail"
+        else f"{len(outcome.checked)} partition(s) equal to the cent"
+    )
+    report = ReconciliationReport(
+        run_id=run_id,
+        status=status,
+        reason=reason,
+        watermark=str(w0),
+        postgres_lsn=str(s),
+        partitions_checked=len(outcome.checked),
+        rows_compared=outcome.rows,
+        keys_in_flight=outcome.in_flight,
+        mismatches=tuple(outcome.mismatches),
+        identity_violations=tuple(outcome.violations),
+        rounding_delta=outcome.delta,
+        deferred=frozenset(outcome.deferred),
+        postgres_seconds=outcome.pg_seconds,
+        lake_seconds=outcome.lake_seconds,
+        comparisons=tuple(outcome.comparisons),
+        checked=frozenset(outcome.checked),
+    )
+    _record(state_dir, scope, plan, report, w0)
+    return report
+
+
+def _empty(
+    run_id: str, status: Status, reason: str, watermark: str = "", lsn: str = ""
+) -> ReconciliationReport:
+    return ReconciliationReport(
+        run_id, status, reason, watermark, lsn, 0, 0, 0, (), (), {}, frozenset(), 0.0, 0.0
+    )
+
+
+# ------------------------------------------------------------------------------------ scope
+
+
+def _plan(
+    scope: ReconcileScope,
+    state_dir: Path,
+    layout: LakeLayout,
+    capture: CaptureConfig,
+    tables: Mapping[str, LakeTable],
+    zones: Mapping[int, str],
+    w0: Lsn,
+    sweep_cycles: int,
+) -> _Plan:
+    if scope.kind == "full":
+        return _Plan(None)
+    if scope.kind == "partitions":
+        return _Plan({name: set(scope.partitions) for name in tables})
+    state = read_incremental_state(state_dir) or IncrementalState()
+    parts: dict[str, set[tuple[int, date]]] = {name: set() for name in tables}
+    last = None if state.last_watermark is None else Lsn.parse(state.last_watermark)
+    if last is not None and last < w0:
+        # Changes applied since the last cycle: compare the partitions they touched.
+        since = ChangeWindow(capture.changelog_dir, tables, zones, after=last, upto=w0)
+        for name in tables:
+            parts[name].update((k.tenant_id, k.local_date) for k in since.partitions(name))
+    for table, tenant, day in state.pending:
+        if table in parts:
+            parts[table].add((tenant, day))
+    days = sweep_slice(state, lake_days(layout, list(tables)), sweep_cycles)
+    swept = {(tenant, day) for tenant in zones for day in days}
+    for name in tables:
+        parts[name] |= swept
+    return _Plan(parts, state)
+
+
+def _record(
+    state_dir: Path, scope: ReconcileScope, plan: _Plan, report: ReconciliationReport, w0: Lsn
+) -> None:
+    failed = report.mismatched_partitions()
+    if scope.kind == "incremental":
+        state = plan.state or IncrementalState()
+        state.last_watermark = str(w0)
+        state.pending = set(report.deferred) | failed
+        write_incremental_state(state_dir, state)
+        return
+    existing = read_incremental_state(state_dir)
+    if existing is None:
+        return
+    passed = report.checked - failed - report.deferred
+    existing.pending -= passed
+    write_incremental_state(state_dir, existing)
+
+
+def _windows(
+    spec: MeasureSpec, parts: Iterable[tuple[int, date]], zones: Mapping[int, str]
+) -> tuple[list[int], list[object], list[object]]:
+    """Per tenant, runs of consecutive days merged into one half-open window."""
+    by_tenant: dict[int, list[date]] = {}
+    for tenant, day in parts:
+        by_tenant.setdefault(tenant, []).append(day)
+    tenants: list[int] = []
+    lows: list[object] = []
+    highs: list[object] = []
+    for tenant, days in sorted(by_tenant.items()):
+        runs: list[list[date]] = []
+        for day in sorted(set(days)):
+            if runs and day == runs[-1][1] + timedelta(days=1):
+                runs[-1][1] = day
+            else:
+                runs.append([day, day])
+        for first, last in runs:
+            tenants.append(tenant)
+            if spec.table.day_kind == "local_date":
+                lows.append(first)
+                highs.append(last + timedelta(days=1))
+            else:
+                lows.append(day_window(first, zones[tenant])[0])
+                highs.append(day_window(last, zones[tenant])[1])
+    return tenants, lows, highs
+
+
+# --------------------------------------------------------------------------------- postgres
+
+
+def _scales(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, int]:
+    rows = conn.execute("select code, exponent from ledger.currencies").fetchall()
+    return {str(code): 10 ** int(str(exp)) for code, exp in rows}
+
+
+def _scales_table(scales: Mapping[str, int]) -> pa.Table:
+    return pa.table(
+        {"code": pa.array(list(scales), pa.string()), "scale": pa.array(list(scales.values()))}
+    )
+
+
+def _select(spec: MeasureSpec, day: str) -> str:
+    return (
+        f"select t.tenant_id, {day} as local_date, t.currency, {spec.category} as category, "
+        f"count(*), sum({spec.amount}), sum({spec.fee}), sum({spec.net}), sum({spec.delta})"
+    )
+
+
+def _postgres_query(spec: MeasureSpec, *, windows: bool, keys: bool) -> sql.Composed:
+    table = spec.table
+    day = (
+        f"t.{table.day_column}"
+        if table.day_kind == "local_date"
+        else f"(t.{table.day_column} at time zone z.time_zone)::date"
+    )
+    parts: list[sql.Composable] = [
+        sql.SQL(_select(spec, day)),  # constant expressions of specs.py
+        sql.SQL(" from {} t").format(sql.Identifier(SCHEMA, table.name)),
+    ]
+    if table.day_kind == "instant":
+        parts.append(sql.SQL(" join ledger.tenants z on z.tenant_id = t.tenant_id"))
+    if spec.needs_scale:
+        parts.append(
+            sql.SQL(
+                " join unnest(%(codes)s::text[], %(scales)s::int8[]) as c(code, scale)"
+                " on c.code = t.currency"
+            )
+        )
+    if windows:
+        bound = "date" if table.day_kind == "local_date" else "timestamptz"
+        parts.append(
+            sql.SQL(
+                " join unnest(%(tenants)s::int4[], %(lows)s::{bound}[], %(highs)s::{bound}[])"
+                " as w(tenant_id, lo, hi) on w.tenant_id = t.tenant_id"
+                " and t.{col} >= w.lo and t.{col} < w.hi"
+            ).format(bound=sql.SQL(bound), col=sql.Identifier(table.day_column))
+        )
+    if keys:
+        parts.append(
+            sql.SQL(" where t.{} = any(%(keys)s::text[])").format(sql.Identifier(table.primary_key))
+        )
+    parts.append(sql.SQL(" group by 1, 2, 3, 4"))
+    return sql.Composed(parts)
+
+
+def _groups(rows: Iterable[tuple[object, ...]]) -> Groups:
+    out: Groups = {}
+    for tenant, day, currency, category, n, amount, fee, net, delta in rows:
+        assert isinstance(day, date)
+        key = (int(str(tenant)), day, str(currency), str(category))
+        out[key] = (
+            Totals(int(str(n)), int(str(amount)), int(str(fee)), int(str(net))),
+            Decimal(str(delta)),
+        )
+    return out
+
+
+def _postgres_totals(
+    conn: psycopg.Connection[tuple[object, ...]],
+    spec: MeasureSpec,
+    parts: set[tuple[int, date]] | None,
+    zones: Mapping[int, str],
+    scales: Mapping[str, int],
+    keys: set[str] | None = None,
+) -> Groups:
+    params: dict[str, object] = {"codes": list(scales), "scales": list(scales.values())}
+    windowed = parts is not None and keys is None
+    if windowed:
+        assert parts is not None
+        if not parts:
+            return {}
+        params["tenants"], params["lows"], params["highs"] = _windows(spec, parts, zones)
+    if keys is not None:
+        if not keys:
+            return {}
+        params["keys"] = sorted(keys)
+    query = _postgres_query(spec, windows=windowed, keys=keys is not None)
+    groups = _groups(conn.execute(query, params).fetchall())
+    if parts is not None:
+        groups = {k: v for k, v in groups.items() if (k[0], k[1]) in parts}
+    return groups
+
+
+# ------------------------------------------------------------------------------------- lake
+
+
+def _materialize(lake: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """Copy an Arrow table into a DuckDB temp table.
+
+    Joins against a registered Arrow table fail when DuckDB pushes a bloom filter into the
+    Arrow scan ("BLOOM_FILTER is not currently supported in PyArrow Scans").
+    """
+    lake.register("__arrow_source", table)
+    try:
+        lake.execute(f"create or replace temp table {name} as select * from __arrow_source")  # noqa: S608 - our own name
+    finally:
+        lake.unregister("__arrow_source")
+
+
+@contextmanager
+def _locked(layout: LakeLayout, names: Iterable[str]) -> Iterator[None]:
+    """Hold the writer locks of ``names`` (sorted, so two holders never wait on each other)."""
+    with ExitStack() as stack:
+        for name in sorted(set(names)):
+            stack.enter_context(table_lock(layout, name))
+        yield
+
+
+def _register_scope(
+    lake: duckdb.DuckDBPyConnection, name: str, parts: set[tuple[int, date]] | None
+) -> tuple[str, list[object]]:
+    """A clause restricting alias ``t`` to ``parts``, and its parameters (none: everything)."""
+    if parts is None:
+        return "", []
+    ordered = sorted(parts)
+    _materialize(
+        lake,
+        name,
+        pa.table(
+            {
+                "tenant_id": pa.array([p[0] for p in ordered], pa.int32()),
+                "local_date": pa.array([p[1] for p in ordered], pa.date32()),
+            }
+        ),
+    )
+    days = [p[1] for p in ordered] or [date(1970, 1, 1)]
+    # The date range lets the Parquet reader skip whole files by their statistics.
+    clause = (
+        f" semi join {name} s on s.tenant_id = t.tenant_id and s.local_date = t.local_date"
+        " where t.local_date between ? and ?"
+    )
+    return clause, [min(days), max(days)]
+
+
+def _lake_totals(
+    lake: duckdb.DuckDBPyConnection,
+    view: str,
+    spec: MeasureSpec,
+    scope: tuple[str, list[object]],
+    excluded: set[str],
+) -> Groups:
+    _materialize(lake, "excluded", pa.table({"k": pa.array(sorted(excluded), pa.string())}))
+    scale = " join scales c on c.code = t.currency" if spec.needs_scale else ""
+    query = (
+        f"{_select(spec, 't.local_date')} from {view} t{scale}"
+        f" anti join excluded x on x.k = t.{spec.table.primary_key}"
+        f"{scope[0]} group by all"
+    )
+    return _groups(lake.execute(query, scope[1]).fetchall())
+
+
+# ---------------------------------------------------------------------------------- compare
+
+
+def _compare_table(
+    conn: psycopg.Connection[tuple[object, ...]],
+    lake: duckdb.DuckDBPyConnection,
+    layout: LakeLayout,
+    lake_table: LakeTable,
+    zones: Mapping[int, str],
+    scales: Mapping[str, int],
+    plan: _Plan,
+    window: ChangeWindow,
+    outcome: _Outcome,
+) -> None:
+    name = lake_table.name
+    spec = SPECS[name]
+    parts = None if plan.partitions is None else plan.partitions[name]
+    began = time.monotonic()
+    postgres = _postgres_totals(conn, spec, parts, zones, scales)
+    outcome.pg_seconds += time.monotonic() - began
+    with _locked(layout, [name]):
+        # Under the writer lock the table's files cannot change, and everything they hold
+        # is landed: the change log read now names every key whose image may differ.
+        window.refresh()
+        excluded = window.keys(name)
+        began = time.monotonic()
+        view = create_lake_view(lake, layout, lake_table, name=f"lake_{name}")
+        lake_groups = _lake_totals(
+            lake, view, spec, _register_scope(lake, "scope", parts), excluded
+        )
+        outcome.lake_seconds += time.monotonic() - began
+        began = time.monotonic()
+        flying = _postgres_totals(conn, spec, parts, zones, scales, keys=excluded)
+        outcome.pg_seconds += time.monotonic() - began
+        mismatched: list[Comparison] = []
+        delta = Decimal(0)
+        for key in sorted(set(postgres) | set(lake_groups)):
+            pg_totals, pg_delta = postgres.get(key, (ZERO, Decimal(0)))
+            in_flight, flying_delta = flying.get(key, (ZERO, Decimal(0)))
+            pg_totals, pg_delta = pg_totals - in_flight, pg_delta - flying_delta
+            lake_totals = lake_groups.get(key, (ZERO, Decimal(0)))[0]
+            tenant, day, currency, category = key
+            comparison = Comparison(name, tenant, day, currency, category, pg_totals, lake_totals)
+            outcome.comparisons.append(comparison)
+            outcome.checked.add((name, tenant, day))
+            outcome.rows += pg_totals.rows
+            delta += pg_delta
+            if pg_totals != lake_totals:
+                mismatched.append(comparison)
+        if parts is not None:
+            outcome.checked.update((name, tenant, day) for tenant, day in parts)
+        if spec.needs_scale:
+            outcome.delta[name] = float(delta)
+        if mismatched:
+            _drill_down(conn, layout, lake_table, mismatched, excluded, outcome)
+
+
+def _drill_down(
+    conn: psycopg.Connection[tuple[object, ...]],
+    layout: LakeLayout,
+    lake_table: LakeTable,
+    mismatched: list[Comparison],
+    excluded: set[str],
+    outcome: _Outcome,
+) -> None:
+    """Keys missing from, extra in and different in the lake, per mismatching partition."""
+    pk = lake_table.spec.primary_key
+    columns = lake_table.columns
+    budget = DRILLDOWN_PARTITIONS - len(
+        {(m.table, m.tenant_id, m.local_date) for m in outcome.mismatches}
+    )
+    details: dict[tuple[int, date, str], tuple[tuple[str, ...], ...]] = {}
+    samples: dict[tuple[int, date, str], tuple[dict[str, object], ...]] = {}
+    partitions = sorted({(c.tenant_id, c.local_date) for c in mismatched})
+    for tenant, day in partitions[: max(0, budget)]:
+        pg_rows = partition_rows_from_postgres(conn, lake_table, tenant, day).to_pylist()
+        lake_rows = read_partitions(
+            layout, lake_table, [PartitionKey(lake_table.name, tenant, day)]
+        ).to_pylist()
+        for currency in sorted(
+            {c.currency for c in mismatched if (c.tenant_id, c.local_date) == (tenant, day)}
+        ):
+            pg = {
+                str(r[pk]): r
+                for r in pg_rows
+                if r["currency"] == currency and str(r[pk]) not in excluded
+            }
+            lk: dict[str, list[dict[str, object]]] = {}
+            for r in lake_rows:
+                if r["currency"] == currency and str(r[pk]) not in excluded:
+                    lk.setdefault(str(r[pk]), []).append(r)
+            missing = sorted(set(pg) - set(lk))
+            extra = sorted(k for k, rs in lk.items() if k not in pg or len(rs) > 1)
+            different = sorted(
+                k
+                for k, rs in lk.items()
+                if k in pg and len(rs) == 1 and any(rs[0][c] != pg[k][c] for c in columns)
+            )
+            found: list[dict[str, object]] = []
+            for kind, chosen in (("missing", missing), ("extra", extra), ("different", different)):
+                for k in chosen[:SAMPLES_PER_KIND]:
+                    sample: dict[str, object] = {"kind": kind, "key": k}
+                    if k in pg:
+                        sample["postgres"] = _sample_row(pg[k], columns)
+                    if k in lk:
+                        sample["lake"] = [_sample_row(r, columns) for r in lk[k]]
+                    if kind == "different":
+                        sample["columns"] = [c for c in columns if lk[k][0][c] != pg[k][c]]
+                    found.append(sample)
+            details[(tenant, day, currency)] = (
+                tuple(missing[:KEYS_PER_KIND]),
+                tuple(extra[:KEYS_PER_KIND]),
+                tuple(different[:KEYS_PER_KIND]),
+            )
+            samples[(tenant, day, currency)] = tuple(found)
+    for c in mismatched:
+        key = (c.tenant_id, c.local_date, c.currency)
+        missing_keys, extra_keys, different_keys = details.get(key, ((), (), ()))
+        outcome.mismatches.append(
+            Mismatch(
+                c.table, c.tenant_id, c.local_date, c.currency, c.category, c.postgres, c.lake,
+                missing_keys, extra_keys, different_keys, samples.get(key, ()),
+            )
+        )  # fmt: skip
+
+
+def _sample_row(row: Mapping[str, object], columns: list[str]) -> dict[str, object]:
+    return {c: json_safe(row[c]) for c in columns}
+
+
+# ------------------------------------------------------------------------------- identities
+
+
+def _check_identities(
+    lake: duckdb.DuckDBPyConnection,
+    layout: LakeLayout,
+    tables: Mapping[str, LakeTable],
+    plan: _Plan,
+    window: ChangeWindow,
+    outcome: _Outcome,
+) -> None:
+    """Stripe's identities on the lake, over the compared partitions, in-flight keys aside.
+
+    * balance transaction: ``net = amount - fee`` and ``fee = sum(fee_details[].amount)``;
+    * completed payout (``reconciliation_status = 'completed'``, ``status = 'paid'``): its
+      amount is the sum of ``net`` of the balance transactions whose ``payout`` names it, and
+      its own balance transaction (``payout.balance_transaction``, type payout, ``payout``
+      NULL) has ``amount = -payout.amount``. The generator builds payouts exactly this way
+      (``lib/synth/generate.py``), and so does Stripe's automatic payout.
+    """
+    bt, po = "stripe_balance_transactions", "stripe_payouts"
+    began = time.monotonic()
+    with _locked(layout, [bt, po]):
+        window.refresh()
+        bt_keys = window.keys(bt)
+        # A payout is judged only when neither it, its own transaction nor any transaction
+        # that names it (before or after a change) is in flight.
+        po_skip = window.keys(po) | window.referenced(bt, "payout")
+        _materialize(lake, "bt_flying", pa.table({"k": pa.array(sorted(bt_keys), pa.string())}))
+        _materialize(lake, "po_flying", pa.table({"k": pa.array(sorted(po_skip), pa.string())}))
+        bt_view = create_lake_view(lake, layout, tables[bt], name="ident_bt")
+        po_view = create_lake_view(lake, layout, tables[po], name="ident_po")
+        bt_scope = _register_scope(
+            lake, "bt_scope", None if plan.partitions is None else plan.partitions[bt]
+        )
+        po_scope = _register_scope(
+            lake, "po_scope", None if plan.partitions is None else plan.partitions[po]
+        )
+        bt_clause, bt_params = bt_scope
+        po_clause, po_params = po_scope
+        fee_sum = (
+            "coalesce(list_sum(cast(json_extract(t.fee_details, '$[*].amount') as bigint[])), 0)"
+        )
+        rows = lake.execute(
+            f"select * from (select t.id, t.tenant_id, t.amount, t.fee, t.net, {fee_sum} as fees"  # noqa: S608 - constant SQL
+            f" from {bt_view} t anti join bt_flying x on x.k = t.id{bt_clause})"
+            " where net <> amount - fee or fee <> fees order by id",
+            bt_params,
+        ).fetchall()
+        for key, tenant, amount, fee, net, fees in rows:
+            if net != amount - fee:
+                outcome.violations.append(IdentityViolation(
+                    "net = amount - fee", bt, str(key), int(tenant),
+                    f"amount {amount} - fee {fee} = {amount - fee}, net is {net}",
+                ))  # fmt: skip
+            if fee != fees:
+                outcome.violations.append(IdentityViolation(
+                    "fee = sum(fee_details.amount)", bt, str(key), int(tenant),
+                    f"fee {fee}, fee_details sum to {fees}",
+                ))  # fmt: skip
+        # create_lake_view serves an empty overlay side from a registered Arrow table, and
+        # DuckDB 1.5 cannot push this query's bloom join filter into an Arrow scan.
+        lake.execute("set disabled_optimizers = 'join_filter_pushdown'")
+        payouts = lake.execute(
+            f"""
+            with p as (
+                select t.id, t.tenant_id, t.amount, t.balance_transaction from {po_view} t
+                anti join po_flying x on x.k = t.id{po_clause}
+            ), judged as (
+                select * from p where p.id in (
+                    select t.id from {po_view} t
+                    where t.reconciliation_status = 'completed' and t.status = 'paid')
+                and (p.balance_transaction is null
+                     or p.balance_transaction not in (select k from bt_flying))
+            ), swept as (
+                select b.payout, sum(b.net) as net from {bt_view} b
+                where b.payout in (select id from judged) group by b.payout
+            ), own as (
+                select b.id, b.amount from {bt_view} b
+                where b.id in (select balance_transaction from judged)
+            )
+            select j.id, j.tenant_id, j.amount, coalesce(s.net, 0), j.balance_transaction, o.amount
+            from judged j left join swept s on s.payout = j.id
+            left join own o on o.id = j.balance_transaction
+            where coalesce(s.net, 0) <> j.amount
+               or (j.balance_transaction is not null and o.amount is distinct from -j.amount)
+            order by j.id
+            """,  # noqa: S608 - view names are ours, values are registered tables or parameters
+            po_params,
+        ).fetchall()
+        lake.execute("reset disabled_optimizers")
+        for key, tenant, amount, swept, own_id, own_amount in payouts:
+            if swept != amount:
+                outcome.violations.append(IdentityViolation(
+                    "payout = sum(balance transactions)", po, str(key), int(tenant),
+                    f"payout amount {amount}, its balance transactions' net sums to {swept}",
+                ))  # fmt: skip
+            if own_id is not None and own_amount != -amount:
+                outcome.violations.append(IdentityViolation(
+                    "payout transaction = -payout", po, str(key), int(tenant),
+                    f"payout amount {amount}, its own transaction {own_id} has amount "
+                    f"{own_amount}",
+                ))  # fmt: skip
+    outcome.lake_seconds += time.monotonic() - began
