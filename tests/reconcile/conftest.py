@@ -34,8 +34,13 @@ class Env:
     config: CaptureConfig
     state_dir: Path
 
-    def check(self, scope: ReconcileScope = FULL, **kwargs: float) -> ReconciliationReport:
-        return reconcile(self.config, self.layout, self.state_dir, scope, **kwargs)
+    def check(
+        self, scope: ReconcileScope = FULL, capture_timeout: float = 30.0, sweep_cycles: int = 96
+    ) -> ReconciliationReport:
+        return reconcile(
+            self.config, self.layout, self.state_dir, scope,
+            capture_timeout=capture_timeout, sweep_cycles=sweep_cycles,
+        )  # fmt: skip
 
     def sync(self) -> None:
         """Capture everything committed so far and apply it to the lake."""

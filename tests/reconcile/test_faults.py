@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -16,7 +18,7 @@ from tests.reconcile.conftest import Env, busy_base_file, rewrite
 CHARGES = "stripe_charges"
 
 
-def first_row(env: Env, table: str) -> tuple[object, dict[str, object]]:
+def first_row(env: Env, table: str) -> tuple[Path, dict[str, Any]]:
     path = busy_base_file(env.layout, table)
     return path, pq.read_table(path).slice(0, 1).to_pylist()[0]
 
