@@ -1,0 +1,233 @@
+"""End to end: a late dispute through the Stripe stand-in's signed webhook reaches the marts.
+
+Three years of data (3 tenants, few rows), a lake, marts built before the dispute. The stand-in
+opens a dispute on a charge 90-180 days old and delivers its events signed, duplicated and out
+of order to the real webhook receiver; ingestion applies them; CDC captures; the lake apply run
+rewrites exactly the dispute's partitions; the late-arrivals sensor asks for exactly the old
+mart day; dbt builds it; and the pre-dispute lake is still readable as of its watermark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from ledger_assets.defs.cdc.sensors import cdc_capture_sensor
+from ledger_assets.defs.dbt.assets import MartsConfig, dbt_build_args
+from ledger_assets.defs.disputes.sensors import DISPUTE_TAG, PARTITIONS_TAG, late_arrivals_sensor
+from ledger_assets.defs.lake.jobs import lake_apply_job
+from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.lib.cdc import slot as slots
+from ledger_assets.lib.cdc.lsn import Lsn
+from ledger_assets.lib.ingest.inbox import apply_stripe_events
+from ledger_assets.lib.lake.reader import create_lake_view
+from ledger_assets.lib.lake.sync import build_lake, lake_tables
+from ledger_assets.lib.lake.versions import create_lake_view_as_of, stored_versions
+from ledger_assets.lib.marts.contracts import results_dir
+from ledger_assets.lib.marts.prepare import prepare_marts_database
+from ledger_assets.lib.standins import DEFAULT_STRIPE_WEBHOOK_SECRET, LiveRates, StandinServers
+from ledger_assets.lib.standins.webhooks import DeliveryPolicy
+from ledger_assets.lib.synth.load import seed_database
+from ledger_assets.lib.synth.spec import SeedSpec
+from ledger_assets.lib.webhooks.receiver import ReceiverConfig, build_receiver
+from tests.dbt.conftest import DbtRun, Lake, copy_project
+from tests.http_server import serve
+
+END = datetime.now(UTC).date()
+SPEC = SeedSpec(
+    seed=23, tenants=3, start=END - timedelta(days=3 * 365), days=3 * 365, target_rows=20_000,
+    dispute_rate=0.02, refund_rate=0.05, tenant_size_sigma=0.3,
+)  # fmt: skip
+#: Only late disputes: no new charges, refunds, payouts or bank activity in the tick.
+ONLY_DISPUTES = LiveRates(
+    charges=0, refunds=0, late_disputes=1.5, payout_chance=0, plaid_pending=0,
+    history_pending_posts=0,
+)  # fmt: skip
+#: Lake folders that change with every capture (the change log, the watermark).
+UNSTABLE = {"_changelog", "_state"}
+
+
+class Horizon:
+    """The stand-in's clock: the history's end (no history payout is due yet)."""
+
+    def __call__(self) -> float:
+        return datetime.combine(END, datetime.min.time(), UTC).timestamp()
+
+
+def lake_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*.parquet")
+        if p.relative_to(root).parts[0] not in UNSTABLE
+    }
+
+
+@pytest.fixture
+def env(migrated_dsn: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    seed_database(migrated_dsn, SPEC)
+    name = str(conninfo_to_dict(migrated_dsn)["dbname"])
+    lake = LakeResource(root=str(tmp_path / "lake"), slot_name=f"s_{name}", publication=f"p_{name}")
+    build_lake(lake.capture_config(migrated_dsn), lake.layout)
+    yield {
+        "dsn": migrated_dsn,
+        "lake": lake,
+        "resources": {"postgres": PostgresResource(dsn=migrated_dsn), "lake": lake},
+        "tmp": tmp_path,
+    }
+    with psycopg.connect(migrated_dsn, autocommit=True) as conn:
+        slots.drop_slot(conn, f"s_{name}")
+
+
+def build_marts(run: DbtRun, *args: str) -> str:
+    prepared = prepare_marts_database(
+        run.database, run.lake.layout, run.lake.tables, run.lake.dsn, results_dir(run.state_dir)
+    )
+    result = run.dbt(*args)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert prepared.applied_lsn is not None
+    return prepared.applied_lsn
+
+
+def cohort_report(run: DbtRun, tenant: int, day: date) -> dict[str, Any]:
+    """The tenant's cohort row of ``day`` (its charges' currency) in the marts."""
+    with duckdb.connect(str(run.database), read_only=True) as con:
+        cursor = con.execute(
+            "select * from marts.marts.disputes_by_charge_cohort where tenant_id = ? "
+            "and cohort_date = ? and charges_succeeded > 0",
+            [tenant, day],
+        )
+        rows = cursor.fetchall()
+        names = [d[0] for d in cursor.description]
+    assert len(rows) == 1
+    return dict(zip(names, rows[0], strict=True))
+
+
+def lake_rows(con: duckdb.DuckDBPyConnection, view: str) -> list[tuple[Any, ...]]:
+    return con.execute(f"select * exclude (_lsn) from {view} order by all").fetchall()
+
+
+def test_a_late_dispute_rewrites_only_its_partitions_and_its_old_mart_day(
+    env: dict[str, Any],
+) -> None:
+    dsn, lake = env["dsn"], env["lake"]
+    with psycopg.connect(dsn) as conn:
+        tables = lake_tables(conn)
+    run = DbtRun(copy_project(env["tmp"]), env["tmp"] / "state", Lake(dsn, lake.layout, tables))
+    before_lsn = build_marts(run, "build", "--exclude-resource-type", "unit_test")
+    con = duckdb.connect()
+    before_rows = {}
+    for name, table in tables.items():
+        before_rows[name] = lake_rows(con, create_lake_view(con, lake.layout, table, f"b_{name}"))
+    before = lake_hashes(lake.layout.root)
+
+    # 1. The stand-in opens late disputes and delivers them, signed, duplicated, reordered.
+    delivery = DeliveryPolicy(seed=3, duplicate_share=0.5, delay_share=0.5, max_delay_s=0.3)
+    config = ReceiverConfig(dsn, DEFAULT_STRIPE_WEBHOOK_SECRET, lambda kid: None)
+    with (
+        serve(build_receiver(config)) as url,
+        StandinServers.start(
+            SPEC, clock=Horizon(), delivery=delivery, rates=ONLY_DISPUTES,
+            stripe_webhook_url=f"{url}/webhooks/stripe",
+        ) as servers,
+    ):  # fmt: skip
+        servers.tick(1)
+        assert servers.runtime is not None
+        deadline = time.monotonic() + 20
+        while servers.runtime.deliverer.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert apply_stripe_events(conn).applied >= 2
+        new = conn.execute(
+            """
+            select d.id, d.tenant_id, (d.created at time zone t.time_zone)::date,
+                   (c.created at time zone t.time_zone)::date, c.disputed,
+                   array(select (b.created at time zone t.time_zone)::date::text
+                         from ledger.stripe_balance_transactions b
+                         where b.id = any(d.balance_transactions))
+            from ledger.stripe_disputes d join ledger.stripe_charges c on c.id = d.charge
+            join ledger.tenants t on t.tenant_id = d.tenant_id
+            where d.created >= %s order by d.id
+            """,
+            (datetime.fromtimestamp(Horizon()(), UTC),),
+        ).fetchall()
+    assert new, "the tick opened a late dispute"
+    for _, _, opened, cohort, disputed, bt_days in new:
+        assert (opened - cohort).days >= 90
+        assert disputed is True
+        assert bt_days
+
+    # 2. Capture and apply through Dagster; the apply run records the disputes.
+    instance = dg.DagsterInstance.ephemeral()
+    resources = env["resources"]
+    capture = cdc_capture_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    assert isinstance(capture, dg.RunRequest)
+    assert lake_apply_job.execute_in_process(resources=resources, instance=instance).success
+
+    # 3. Exactly the dispute's partitions changed; every other file is byte-identical.
+    after = lake_hashes(lake.layout.root)
+    changed = {p for p in after if p.split("/")[1] != "_versions" and before.get(p) != after[p]}
+    expected = set()
+    for _, tenant, opened, cohort, _, bt_days in new:
+        expected |= {
+            f"stripe_disputes/overlay/tenant_id={tenant}/local_date={opened}/data.parquet",
+            f"stripe_charges/overlay/tenant_id={tenant}/local_date={cohort}/data.parquet",
+        }
+        expected |= {
+            f"stripe_balance_transactions/overlay/tenant_id={tenant}/local_date={d}/data.parquet"
+            for d in bt_days
+        }
+    assert changed == expected
+    assert set(before) <= set(after)
+    versions = {
+        f"{v.key.table}/overlay/tenant_id={v.key.tenant_id}/local_date={v.key.local_date}/"
+        "data.parquet"
+        for name in tables
+        for v in stored_versions(lake.layout, name)
+    }
+    assert versions == expected
+
+    # 4. The sensor asks for exactly the old cohort days, one run per dispute, with its story.
+    ticked = late_arrivals_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(ticked, dg.SensorResult)
+    requests = ticked.run_requests or []
+    assert sorted((r.partition_key, r.tags[DISPUTE_TAG]) for r in requests) == sorted(
+        (cohort.isoformat(), dispute_id) for dispute_id, _, _, cohort, _, _ in new
+    )
+    for request in requests:
+        assert request.tags[DISPUTE_TAG] in (request.run_key or "")
+        assert "stripe_charges:" in request.tags[PARTITIONS_TAG]
+    again = late_arrivals_sensor(dg.build_sensor_context(instance=instance, cursor=ticked.cursor))
+    assert isinstance(again, dg.SensorResult)
+    assert not again.run_requests
+
+    # 5. dbt builds each requested day; its cohort row now shows the dispute.
+    cohorts = {(tenant, cohort) for _, tenant, _, cohort, _, _ in new}
+    old_reports = {c: cohort_report(run, *c) for c in cohorts}
+    for request in requests:
+        assert request.partition_key is not None
+        start = datetime.fromisoformat(request.partition_key).replace(tzinfo=UTC)
+        window = dg.TimeWindow(start, start + timedelta(days=1))
+        build_marts(run, *dbt_build_args(window, MartsConfig()))
+    for cohort_key, old_report in old_reports.items():
+        opened = sum(1 for _, t, _, c, _, _ in new if (t, c) == cohort_key)
+        report = cohort_report(run, *cohort_key)
+        assert report["disputes_open"] == old_report["disputes_open"] + opened
+        assert report["disputed_amount"] > old_report["disputed_amount"]
+        assert report["charges_succeeded"] == old_report["charges_succeeded"]
+
+    # 6. The pre-dispute lake, as of the watermark the first marts build recorded, is intact.
+    for name, table in tables.items():
+        view = create_lake_view_as_of(con, lake.layout, table, Lsn.parse(before_lsn), f"a_{name}")
+        assert lake_rows(con, view) == before_rows[name], name
+    now = create_lake_view(con, lake.layout, tables["stripe_charges"], "now_charges")
+    assert lake_rows(con, now) != before_rows["stripe_charges"]
