@@ -1,0 +1,114 @@
+"""Pinning, incremental cycles, identities, seeding and rounding."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from ledger_assets.lib.lake.sync import LakeState, read_lake_state, write_lake_state
+from ledger_assets.lib.reconcile import ReconcileScope
+from tests.reconcile.conftest import INCREMENTAL, SPEC, Env
+
+
+def test_a_change_not_yet_applied_is_in_flight_then_checked_next_cycle(env: Env) -> None:
+    assert env.check(INCREMENTAL).status == "pass"
+    (charge, tenant, day), *_ = env.sql(
+        "select c.id, c.tenant_id, (c.created at time zone t.time_zone)::date"
+        " from ledger.stripe_charges c join ledger.tenants t using (tenant_id)"
+        " order by c.id desc limit 1"
+    )
+    env.sql("update ledger.stripe_charges set amount = amount + 5 where id = %s", (charge,))
+    pending = env.check(INCREMENTAL)
+    assert pending.status == "pass", pending.to_metadata()
+    assert pending.keys_in_flight == 1
+    assert ("stripe_charges", tenant, day) in pending.deferred
+    env.sync()
+    applied = env.check(INCREMENTAL)
+    assert applied.status == "pass", applied.to_metadata()
+    assert applied.keys_in_flight == 0
+    assert ("stripe_charges", tenant, day) in applied.checked
+
+
+def test_incremental_cycles_pick_changes_deferred_and_sweep(env: Env) -> None:
+    full = env.check()
+    # The sweep walks the calendar from the first day to tomorrow: about 10 days a cycle, so
+    # four cycles cover the 30 days of data, and none covers them alone.
+    calendar = (datetime.now(UTC).date() + timedelta(days=1) - SPEC.start).days + 1
+    cycles = calendar // 10
+    seen: set[tuple[str, int, object]] = set()
+    for _ in range(4):
+        report = env.check(INCREMENTAL, sweep_cycles=cycles)
+        assert report.status == "pass", report.to_metadata()
+        assert report.checked & full.checked < full.checked
+        seen |= report.checked
+    assert full.checked <= seen
+    (charge, tenant, day), *_ = env.sql(
+        "select c.id, c.tenant_id, (c.created at time zone t.time_zone)::date"
+        " from ledger.stripe_charges c join ledger.tenants t using (tenant_id)"
+        " order by c.id limit 1"
+    )
+    env.sql("update ledger.stripe_charges set amount = amount + 1 where id = %s", (charge,))
+    env.sync()
+    changed = env.check(INCREMENTAL, sweep_cycles=cycles)
+    assert ("stripe_charges", tenant, day) in changed.checked
+
+
+def test_partitions_scope_compares_only_those(env: Env) -> None:
+    (tenant, day), *_ = env.sql(
+        "select c.tenant_id, (c.created at time zone t.time_zone)::date"
+        " from ledger.stripe_charges c join ledger.tenants t using (tenant_id) limit 1"
+    )
+    report = env.check(ReconcileScope("partitions", frozenset({(tenant, day)})))
+    assert report.status == "pass"
+    assert {(t, d) for _, t, d in report.checked} == {(tenant, day)}
+    assert report.rows_compared > 0
+
+
+def test_identity_violations_are_reported_with_their_ids(env: Env) -> None:
+    (txn,), *_ = env.sql(
+        "select id from ledger.stripe_balance_transactions where type = 'charge' limit 1"
+    )
+    (payout, amount), *_ = env.sql(
+        "select id, amount from ledger.stripe_payouts where reconciliation_status = 'completed'"
+        " and status = 'paid' limit 1"
+    )
+    env.sql("update ledger.stripe_balance_transactions set net = net + 1 where id = %s", (txn,))
+    env.sql("update ledger.stripe_payouts set amount = amount + 3 where id = %s", (payout,))
+    env.sync()
+    report = env.check()
+    assert report.status == "fail"
+    assert report.mismatches == ()  # the lake equals Postgres; Postgres breaks the identity
+    found = {(v.identity, v.key) for v in report.identity_violations}
+    assert ("net = amount - fee", txn) in found
+    assert ("payout = sum(balance transactions)", payout) in found
+    assert ("payout transaction = -payout", payout) in found
+    assert amount is not None
+
+
+def test_a_seeding_lake_is_skipped(env: Env) -> None:
+    state = read_lake_state(env.layout)
+    assert state.applied_end is not None
+    write_lake_state(
+        env.layout, LakeState(state.applied_end, type(state.applied_end)(state.applied_end + 1))
+    )
+    report = env.check()
+    assert report.status == "skipped"
+    assert report.results_table().num_rows == 0
+
+
+def test_the_rounding_delta_is_reported_and_never_fails(env: Env) -> None:
+    (txn,), *_ = env.sql(
+        "select transaction_id from ledger.plaid_transactions where currency = 'usd' limit 1"
+    )
+    env.sql(
+        "update ledger.plaid_transactions set amount = amount + 0.0049 where transaction_id = %s",
+        (txn,),
+    )
+    env.sync()
+    report = env.check()
+    assert report.status == "pass", report.to_metadata()
+    assert Decimal(str(report.rounding_delta["plaid_transactions"])) == pytest.approx(
+        Decimal("0.49")
+    )
