@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -60,6 +60,8 @@ def test_partitions_scope_compares_only_those(env: Env) -> None:
         "select c.tenant_id, (c.created at time zone t.time_zone)::date"
         " from ledger.stripe_charges c join ledger.tenants t using (tenant_id) limit 1"
     )
+    assert isinstance(tenant, int)
+    assert isinstance(day, date)
     report = env.check(ReconcileScope("partitions", frozenset({(tenant, day)})))
     assert report.status == "pass"
     assert {(t, d) for _, t, d in report.checked} == {(tenant, day)}
