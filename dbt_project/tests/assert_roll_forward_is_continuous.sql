@@ -9,6 +9,10 @@ with ordered as (
             partition by tenant_id, currency order by local_date
         ) as previous_closing
     from {{ ref('stripe_balance_roll_forward') }}
+    {%- if has_window() %}
+        -- The rebuilt days and the day before them: continuity across the carried balance.
+        where local_date >= {{ window_start(none) }} - 1
+    {%- endif %}
 )
 
 select *

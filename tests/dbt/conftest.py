@@ -26,7 +26,7 @@ from ledger_assets.lib.lake.layout import LakeLayout
 from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.sync import build_lake, lake_tables
 from ledger_assets.lib.marts.contracts import results_dir
-from ledger_assets.lib.marts.prepare import prepare_marts_database
+from ledger_assets.lib.marts.prepare import BuildWindow, PreparedDatabase, prepare_marts_database
 from ledger_assets.lib.sor.pgcluster import PrivateCluster
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
 from tests.conftest import TEMPLATE_DB, create_database, drop_database, world_searchable_tmpdir
@@ -54,13 +54,14 @@ class DbtRun:
     def database(self) -> Path:
         return self.state_dir / "marts.duckdb"
 
-    def prepare(self) -> None:
-        prepare_marts_database(
+    def prepare(self, window: BuildWindow | None = None) -> PreparedDatabase:
+        return prepare_marts_database(
             self.database,
             self.lake.layout,
             self.lake.tables,
             self.lake.dsn,
             results_dir(self.state_dir),
+            window,
         )
 
     def dbt(self, *args: str) -> subprocess.CompletedProcess[str]:

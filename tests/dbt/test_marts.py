@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -16,9 +17,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.reader import create_lake_view
 from ledger_assets.lib.lake.store import read_partitions, write_partition
-from ledger_assets.lib.marts.export import current_snapshot, export_marts, mart_tables
-from ledger_assets.lib.marts.prepare import LakeNotReadyError, prepare_marts_database
+from ledger_assets.lib.lake.sync import read_lake_state
+from ledger_assets.lib.marts.export import (
+    SOURCE_POSITIONS,
+    SOURCE_TAGS,
+    current_snapshot,
+    export_marts,
+    mart_tables,
+)
+from ledger_assets.lib.marts.prepare import BuildWindow, LakeNotReadyError, prepare_marts_database
 from tests.dbt.conftest import DbtRun, Lake, copy_project
 
 PNL_LINES = (
@@ -157,9 +166,44 @@ def test_export_publishes_one_complete_snapshot(built_marts: DbtRun, tmp_path: P
     assert current_snapshot(tmp_path) == second.snapshot
     assert not first.snapshot.exists()  # keep=1 removed the older snapshot
     pointer = json.loads((tmp_path / "CURRENT").read_text())
-    for mart in marts:
+    published = [SOURCE_TAGS if m == SOURCE_POSITIONS else m for m in marts]
+    for mart in published:
         table = pq.read_table(second.snapshot / f"{mart}.parquet")
         assert table.num_rows == pointer["rows"][mart]
+
+
+def test_source_tags_are_the_latest_lake_position_behind_each_day(
+    built_marts: DbtRun, tmp_path: Path
+) -> None:
+    lake = built_marts.lake
+    seeded = read_lake_state(lake.layout).seeded_lsn
+    assert seeded is not None
+    marts = mart_tables(built_marts.database, "marts")
+    report = export_marts(built_marts.database, "marts", marts, tmp_path, seeded_lsn=str(seeded))
+    tags = pq.read_table(report.snapshot / f"{SOURCE_TAGS}.parquet").to_pylist()
+    # One tag per tenant-day of the marts, never 0.
+    pnl_days = query(built_marts.database, "select count(distinct (tenant_id, local_date)) "
+                     "from marts.marts.daily_pnl")  # fmt: skip
+    assert len(tags) == pnl_days[0][0]
+    assert min(t["source_lsn"] for t in tags) >= int(seeded) > 0
+    # Straight from the lake: the max _lsn of each tenant-day's rows over every table (plus the
+    # disputes of that day's charges), floored at the seeding position.
+    con = duckdb.connect()
+    for name, table in lake.tables.items():
+        create_lake_view(con, lake.layout, table, name)
+    expected = dict.fromkeys(((t["tenant_id"], t["local_date"]) for t in tags), int(seeded))
+    union = " union all ".join(
+        f"select tenant_id, local_date, _lsn from {name}" for name in lake.tables
+    )
+    rows = con.execute(
+        f"select tenant_id, local_date, max(_lsn) from ({union}) group by all "
+        "union all select d.tenant_id, c.local_date, max(d._lsn) from stripe_disputes d "
+        "join stripe_charges c on c.id = d.charge group by all"
+    ).fetchall()
+    for tenant, day, lsn in rows:
+        if (tenant, day) in expected:
+            expected[(tenant, day)] = max(expected[(tenant, day)], int(lsn))
+    assert {(t["tenant_id"], t["local_date"]): t["source_lsn"] for t in tags} == expected
 
 
 # ------------------------------------------------------------------ windows and bad input
@@ -265,3 +309,65 @@ def test_marts_refuse_a_lake_that_is_not_seeded(seeded_lake: Lake, tmp_path: Pat
             seeded_lake.dsn,
             tmp_path / "results",
         )
+
+
+# ------------------------------------------------------------------ windowed builds
+
+WINDOWED_MARTS = {
+    # mart -> the rows a one-day run over day $d rebuilds
+    "daily_pnl": "local_date = $d",
+    "disputes_by_activity_date": "local_date = $d",
+    "bank_cash_flow": "local_date = $d",
+    "stripe_payouts": "local_date = $d",
+    "stripe_balance_roll_forward": "local_date >= $d",
+    "monthly_revenue": "month_start = date_trunc('month', $d)",
+    "disputes_by_charge_cohort": "cohort_date = $d or exists (select 1 from "
+    "intermediate.int_disputes_joined_to_charges j where j.local_date = $d and "
+    "j.tenant_id = disputes_by_charge_cohort.tenant_id and "
+    "j.currency = disputes_by_charge_cohort.currency and "
+    "j.charge_local_date = disputes_by_charge_cohort.cohort_date)",
+    "source_positions": "local_date = $d or exists (select 1 from "
+    "intermediate.int_disputes_joined_to_charges j where j.local_date = $d and "
+    "j.tenant_id = source_positions.tenant_id and "
+    "j.charge_local_date = source_positions.local_date)",
+}
+
+
+def test_a_windowed_build_gives_the_full_builds_rows(built_marts: DbtRun, tmp_path: Path) -> None:
+    """Delete what a one-day run over day d must rebuild from a copy of the full build, run it
+    over views scoped to d's files, and get the full build's tables back, row for row."""
+    (late,) = query(
+        built_marts.database,
+        "select local_date from intermediate.int_disputes_joined_to_charges "
+        "where charge_local_date < local_date - 7 group by all order by count(*) desc, 1 limit 1",
+    )
+    day = late[0]
+    assert isinstance(day, date)
+    run = DbtRun(copy_project(tmp_path), tmp_path / "state", built_marts.lake)
+    run.state_dir.mkdir()
+    shutil.copy(built_marts.database, run.database)
+    con = duckdb.connect(str(run.database))
+    try:
+        for mart, predicate in WINDOWED_MARTS.items():
+            deleted = con.execute(
+                f"delete from marts.marts.{mart} where {predicate.replace('$d', '?')}",
+                [day] * predicate.count("$d"),
+            ).fetchall()
+            assert deleted[0][0] > 0, mart
+    finally:
+        con.close()
+    prepared = run.prepare(BuildWindow(day, date.fromordinal(day.toordinal() + 1)))
+    # Only the window's files and the days its rows reach: the late disputes' charge days.
+    assert prepared.reach_days["stripe_charges"] > 0
+    total_days = len(built_marts.lake.layout.base_files("stripe_charges"))
+    assert prepared.lake_files["stripe_charges"] < total_days / 3
+    built = run.dbt("build", "--vars", window(day), "--exclude-resource-type", "unit_test")
+    assert built.returncode == 0, built.stdout[-4000:]
+    for mart in [*WINDOWED_MARTS, "reconciliation_status"]:
+        sql = f"select * from marts.marts.{mart} order by all"
+        assert query(run.database, sql) == query(built_marts.database, sql), mart
+    # The views now cover one day's reach: a run asking for more is refused before it starts.
+    wider = json.dumps({"start_date": "2025-02-01", "end_date": "2025-04-01"})
+    refused = run.dbt("run", "--vars", wider, "--select", "daily_pnl")
+    assert refused.returncode != 0
+    assert "the lake views cover only" in refused.stdout

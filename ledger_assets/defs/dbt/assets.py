@@ -10,11 +10,14 @@ window (one day, or a backfill's whole range in a single run) through dbt vars
 
 Two marts reach outside the window on purpose, and the graph cannot show it: the dispute cohort
 mart also rebuilds the cohorts (charge days) of disputes created in the window, so a late
-dispute updates its old charge's cohort in the same run; the roll-forward and monthly revenue are
-rebuilt whole from the daily mart (small), since a running balance depends on all earlier days.
+dispute updates its old charge's cohort in the same run; the roll-forward rebuilds every day from
+the window's start on (a running balance depends on all earlier days) and monthly revenue the
+months that overlap the window.
 
 Before dbt runs, the lake views and the reference tables are recreated in the marts database
-(``lib.marts.prepare``); the run refuses to start while the lake is not seeded or still seeding.
+(``lib.marts.prepare``), scoped to the files of the window's days and the days they reach, so a
+one-day run costs the same whatever the lake's length; the run refuses to start while the lake
+is not seeded or still seeding.
 After a successful build the marts are published as one Parquet snapshot (``lib.marts.export``).
 """
 
@@ -31,7 +34,7 @@ from ledger_assets.defs.partitions import daily_partitions
 from ledger_assets.defs.resources import LakeResource, PostgresResource
 from ledger_assets.lib.lake.sync import lake_tables
 from ledger_assets.lib.marts.export import export_marts, mart_tables
-from ledger_assets.lib.marts.prepare import prepare_marts_database
+from ledger_assets.lib.marts.prepare import BuildWindow, prepare_marts_database
 
 MARTS_SCHEMA = "marts"
 
@@ -64,6 +67,13 @@ class LedgerDbtTranslator(DagsterDbtTranslator):
         # models/<layer>/...: staging, intermediate, marts.
         fqn = dbt_resource_props.get("fqn") or []
         return f"dbt_{fqn[1]}" if len(fqn) > 2 else "dbt"
+
+
+def build_window(window: dg.TimeWindow | None, config: MartsConfig) -> BuildWindow | None:
+    """The account-local days a run rebuilds: the partition window's dates (None: all)."""
+    if config.full_refresh or window is None:
+        return None
+    return BuildWindow(window.start.date(), window.end.date())
 
 
 def dbt_build_args(window: dg.TimeWindow | None, config: MartsConfig) -> list[str]:
@@ -115,15 +125,17 @@ def ledger_marts(
     """Refresh the lake views, build the partition window's marts, publish them as Parquet."""
     with postgres.connect() as conn:
         tables = lake_tables(conn)
+    window = context.partition_time_window if context.has_partition_key else None
     prepared = prepare_marts_database(
-        marts.database, lake.layout, tables, postgres.dsn, marts.reconciliation_results
-    )
+        marts.database, lake.layout, tables, postgres.dsn, marts.reconciliation_results,
+        window=build_window(window, config),
+    )  # fmt: skip
     context.log.info(
         f"marts database ready in {prepared.seconds:.2f} s: lake at {prepared.applied_lsn}, "
-        f"{sum(prepared.lake_files.values())} lake files, reference rows {prepared.sor_rows}, "
+        f"{sum(prepared.lake_files.values())} lake files (days outside the window: "
+        f"{prepared.reach_days}), reference rows {prepared.sor_rows}, "
         f"{prepared.reconciliation_files} reconciliation result files"
     )
-    window = context.partition_time_window if context.has_partition_key else None
     yield from dbt.cli(dbt_build_args(window, config), context=context).stream()
     report = export_marts(
         marts.database,
@@ -131,6 +143,7 @@ def ledger_marts(
         mart_tables(marts.database, MARTS_SCHEMA),
         marts.export_root,
         source_lsn=prepared.applied_lsn,
+        seeded_lsn=prepared.seeded_lsn,
     )
     context.log.info(
         f"published marts snapshot {report.snapshot.name} in {report.seconds:.2f} s: {report.rows}"

@@ -3,7 +3,14 @@
 Layout under the export root::
 
     snapshots/<stamp>/<mart>.parquet     one complete, immutable set of marts
+    snapshots/<stamp>/source_tags.parquet  per (tenant, local day): the source position behind it
     CURRENT                              JSON naming the snapshot to read (replaced atomically)
+
+``source_tags`` (``tenant_id``, ``local_date``, ``source_lsn`` as an integer WAL position) is the
+``source_positions`` mart with its zeros resolved: a lake row written by the seeding snapshot
+has ``_lsn`` 0, and reflects the source as of the seed's consistent position, so each tag is
+``greatest(max _lsn, seeded_lsn)`` and never 0 when the lake has data. A cache keyed by the tags
+of the days it covers stays valid across snapshots that did not touch those days.
 
 A build writes a whole new snapshot folder, fsyncs it, then replaces ``CURRENT`` (temporary
 file + rename). A reader resolves ``CURRENT`` once and reads that folder: it sees either the
@@ -27,10 +34,14 @@ from pathlib import Path
 import duckdb
 
 from ledger_assets.lib.cdc.changelog import atomic_write_bytes, fsync_path
+from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.lake.reader import sql_string
 
 POINTER = "CURRENT"
 SNAPSHOTS = "snapshots"
+#: The mart exported as :data:`SOURCE_TAGS` instead of as itself.
+SOURCE_POSITIONS = "source_positions"
+SOURCE_TAGS = "source_tags"
 
 
 @dataclass(frozen=True)
@@ -61,17 +72,20 @@ def export_marts(
     root: Path,
     source_lsn: str | None = None,
     keep: int = 3,
+    seeded_lsn: str | None = None,
 ) -> ExportReport:
     """Copy ``marts`` from ``database``.``schema`` into a new snapshot and publish it.
 
     Args:
         database: the marts DuckDB file.
         schema: the schema dbt built the marts in.
-        marts: table names to export.
+        marts: table names to export; :data:`SOURCE_POSITIONS` becomes :data:`SOURCE_TAGS`.
         root: the export root.
         source_lsn: the lake watermark the marts reflect, recorded in ``CURRENT``.
         keep: snapshots to keep, including the new one.
+        seeded_lsn: the lake's seeding position (``X/Y``): the tag of snapshot-only days.
     """
+    floor = int(Lsn.parse(seeded_lsn)) if seeded_lsn else 0
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     snapshots = root / SNAPSHOTS
@@ -85,15 +99,23 @@ def export_marts(
         catalog = con.execute("select current_database()").fetchone()
         assert catalog is not None
         for mart in marts:
-            target = staging / f"{mart}.parquet"
             relation = ".".join(_identifier(n) for n in (str(catalog[0]), schema, mart))
+            name, select = mart, f"select * from {relation}"  # noqa: S608
+            if mart == SOURCE_POSITIONS:
+                name = SOURCE_TAGS
+                select = (
+                    "select tenant_id, local_date, "  # noqa: S608
+                    f"greatest(max_lsn, {floor}) as source_lsn from {relation} "
+                    "order by tenant_id, local_date"
+                )
+            target = staging / f"{name}.parquet"
+            # COPY takes no parameters; floor is an int, the rest identifiers and a path literal.
             con.execute(
-                f"copy (select * from {relation}) to {sql_string(str(target))} "  # noqa: S608
-                "(format parquet, compression zstd)"
+                f"copy ({select}) to {sql_string(str(target))} (format parquet, compression zstd)"
             )
             fsync_path(target)
             count = con.execute(f"select count(*) from {relation}").fetchone()  # noqa: S608
-            rows[mart] = int(count[0]) if count else 0
+            rows[name] = int(count[0]) if count else 0
     finally:
         con.close()
     os.replace(staging, final)

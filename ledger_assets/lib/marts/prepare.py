@@ -8,7 +8,17 @@ dbt reads three schemas of the marts database, all (re)created here before every
   is created, so it must be recreated before each run. ``create_lake_view`` itself cannot be
   used for a database that another process (dbt) reads: it registers two Arrow objects on its
   own connection, and those vanish when that connection closes. These views keep the same two
-  relations as real (tiny) tables instead.
+  relations as real (tiny) tables instead. ``lake._scope`` records which days they cover.
+* For a windowed run (:class:`BuildWindow`, the dbt vars ``start_date``/``end_date``) each view
+  lists only the files of the days the run reads, so a one-day build costs the same whatever
+  the lake's length: a query over a view of every day's file opens ~1,100 Parquet footers for
+  three years (0.15-0.4 s per query, ~100 queries per build), a one-day view a handful. Besides
+  the window's days, a view also lists the days the window's rows reach (:func:`reach_days`):
+  the charge days of the window's disputes (their cohorts are rebuilt) and refunds (their
+  charges must exist), every dispute of those cohorts, the balance transactions the window's
+  payouts swept, and the payouts the window's balance transactions were swept into. Those days
+  are looked up by primary key or index in Postgres, so the cost follows the window's rows, not
+  the lake.
 * ``sor`` — copies of the small system-of-record tables the marts need and the lake does not
   hold, because they are not day-partitioned: tenants (zone, default currency), Plaid accounts
   (name, type) and currencies (exponents). Read in one Postgres transaction (one snapshot).
@@ -20,8 +30,9 @@ dbt reads three schemas of the marts database, all (re)created here before every
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import LiteralString
 
@@ -33,6 +44,7 @@ from ledger_assets.lib.lake.layout import LakeLayout
 from ledger_assets.lib.lake.reader import sql_list
 from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.sync import read_lake_state
+from ledger_assets.lib.localtime import day_window, local_date
 from ledger_assets.lib.marts.contracts import RECONCILIATION_RESULTS, result_files
 
 LAKE_SCHEMA = "lake"
@@ -75,6 +87,22 @@ _SOR_TYPES: Mapping[str, pa.Schema] = {
 }
 
 
+@dataclass(frozen=True)
+class BuildWindow:
+    """The account-local days ``[start, end)`` a windowed run rebuilds (end exclusive)."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"an empty build window: {self.start} .. {self.end}")
+
+    @property
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=d) for d in range((self.end - self.start).days)]
+
+
 class LakeNotReadyError(RuntimeError):
     """The lake is not seeded, or still seeding: marts built now would be silently wrong."""
 
@@ -87,11 +115,18 @@ class PreparedDatabase:
     sor_rows: dict[str, int] = field(default_factory=dict)
     reconciliation_files: int = 0
     applied_lsn: str | None = None
+    #: The lake's seeding snapshot position: what a snapshot row (``_lsn`` 0) reflects.
+    seeded_lsn: str | None = None
+    #: None: the views cover the whole lake.
+    window: BuildWindow | None = None
+    #: Per lake table, the days outside the window its view also covers (windowed runs).
+    reach_days: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
-def check_lake_ready(layout: LakeLayout) -> str:
-    """The lake's replication watermark; raises unless the lake is seeded and consistent.
+def check_lake_ready(layout: LakeLayout) -> tuple[str, str]:
+    """The lake's replication watermark and seeding position; raises unless the lake is seeded
+    and consistent.
 
     An absent file for a (tenant, day) in a seeded lake means "no rows in Postgres as of the
     watermark", which the marts show as an explicit zero row. Before seeding completes the same
@@ -111,7 +146,7 @@ def check_lake_ready(layout: LakeLayout) -> str:
             f"the lake at {layout.root} is still seeding (applied to {state.applied_end}, "
             f"consistent from {state.seeded_lsn}): wait for CDC to catch up"
         )
-    return str(state.applied_end)
+    return str(state.applied_end), str(state.seeded_lsn)
 
 
 def _quoted(name: str) -> str:
@@ -121,14 +156,35 @@ def _quoted(name: str) -> str:
 
 
 def create_persistent_lake_view(
-    con: duckdb.DuckDBPyConnection, layout: LakeLayout, lake_table: LakeTable, schema: str
+    con: duckdb.DuckDBPyConnection,
+    layout: LakeLayout,
+    lake_table: LakeTable,
+    schema: str,
+    days: Collection[date] | None = None,
 ) -> int:
-    """Create ``<schema>.<table>`` over the table's current files; returns the file count."""
+    """Create ``<schema>.<table>`` over the table's current files; returns the file count.
+
+    With ``days``, only the files of those days (every tenant's partition of each day).
+    """
     table = _quoted(lake_table.name)
     sch = _quoted(schema)
     hidden = _quoted(f"_overlaid_{lake_table.name}")
     empty = _quoted(f"_empty_{lake_table.name}")
-    keys = layout.overlay_keys(lake_table.name)
+    # overlay_keys lists overlay_files' partitions in the same order.
+    overlaid = list(
+        zip(
+            layout.overlay_keys(lake_table.name), layout.overlay_files(lake_table.name), strict=True
+        )
+    )
+    if days is None:
+        bases = [str(p) for p in layout.base_files(lake_table.name)]
+    else:
+        wanted = set(days)
+        overlaid = [(k, p) for k, p in overlaid if k.local_date in wanted]
+        candidates = (layout.base_file(lake_table.name, d) for d in sorted(wanted))
+        bases = [str(p) for p in candidates if p.exists()]
+    keys = [k for k, _ in overlaid]
+    overlays = [str(p) for _, p in overlaid]
     con.register(
         "_keys",
         pa.table(
@@ -146,8 +202,6 @@ def create_persistent_lake_view(
     finally:
         con.unregister("_keys")
         con.unregister("_empty")
-    bases = [str(p) for p in layout.base_files(lake_table.name)]
-    overlays = [str(p) for p in layout.overlay_files(lake_table.name)]
     # hive_partitioning off: DuckDB would otherwise read tenant_id from overlay paths
     # (tenant_id=<t>/...) as BIGINT instead of the files' INTEGER column, and the types of
     # the view would change with the mere presence of an overlay.
@@ -168,30 +222,118 @@ def create_persistent_lake_view(
     return len(bases) + len(overlays)
 
 
-def _copy_sor_tables(con: duckdb.DuckDBPyConnection, dsn: str, schema: str) -> dict[str, int]:
+def _copy_sor_tables(
+    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[tuple[object, ...]], schema: str
+) -> dict[str, int]:
     counts: dict[str, int] = {}
-    with psycopg.connect(dsn) as pg, pg.transaction():
-        # One snapshot for all reference tables.
-        pg.execute("set transaction isolation level repeatable read, read only")
-        for name, query in SOR_TABLES.items():
-            with pg.cursor() as cur:
-                cur.execute(query)
-                rows = cur.fetchall()
-            arrow_schema = _SOR_TYPES[name]
-            data = pa.Table.from_pylist(
-                [dict(zip(arrow_schema.names, row, strict=True)) for row in rows],
-                schema=arrow_schema,
+    for name, query in SOR_TABLES.items():
+        with pg.cursor() as cur:
+            cur.execute(query)
+            rows = cur.fetchall()
+        arrow_schema = _SOR_TYPES[name]
+        data = pa.Table.from_pylist(
+            [dict(zip(arrow_schema.names, row, strict=True)) for row in rows],
+            schema=arrow_schema,
+        )
+        con.register("_sor", data)
+        try:
+            con.execute(
+                f"create or replace table {_quoted(schema)}.{_quoted(name)} as "  # noqa: S608
+                "select * from _sor"
             )
-            con.register("_sor", data)
-            try:
-                con.execute(
-                    f"create or replace table {_quoted(schema)}.{_quoted(name)} as "  # noqa: S608
-                    "select * from _sor"
-                )
-            finally:
-                con.unregister("_sor")
-            counts[name] = data.num_rows
+        finally:
+            con.unregister("_sor")
+        counts[name] = data.num_rows
     return counts
+
+
+def _ids(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+    return [str(r[0]) for r in con.execute(sql).fetchall() if r[0] is not None]
+
+
+def _days_of(
+    pg: psycopg.Connection[tuple[object, ...]],
+    sql: LiteralString,
+    params: tuple[object, ...],
+    zones: Mapping[int, str],
+) -> set[tuple[int, date]]:
+    """The (tenant, account-local day of ``created``) of the rows ``sql`` returns: the lake's
+    own partitioning rule for Stripe objects. ``sql`` selects ``tenant_id, created``."""
+    rows = pg.execute(sql, params).fetchall()
+    out: set[tuple[int, date]] = set()
+    for tenant, created in rows:
+        assert isinstance(tenant, int)
+        assert isinstance(created, datetime)
+        out.add((tenant, local_date(created, zones[tenant])))
+    return out
+
+
+def reach_days(
+    con: duckdb.DuckDBPyConnection,
+    pg: psycopg.Connection[tuple[object, ...]],
+    schema: str,
+    window: BuildWindow,
+    zones: Mapping[int, str],
+) -> tuple[set[date], dict[str, set[date]]]:
+    """The days outside ``window`` that a windowed build reads: of every lake table, and per
+    Stripe lake table.
+
+    Every table: the charge days of the window's disputes, whose cohorts (and source
+    positions) the run rebuilds in full. Per table: the charge days of the window's refunds,
+    every dispute of a rebuilt cohort, the balance transactions the window's payouts swept,
+    and the payouts the window's balance transactions went into. ``schema`` holds the
+    window-only lake views; ids are read from them, and the days of the rows they point to come
+    from Postgres by primary key or index (``created`` never changes, so Postgres being ahead
+    of the lake adds at most a harmless extra day).
+    """
+    sch = _quoted(schema)
+    # Identifier checked by _quoted; fixed column names.
+    dispute_charges = _ids(con, f"select distinct charge from {sch}.stripe_disputes")  # noqa: S608
+    refund_charges = _ids(con, f"select distinct charge from {sch}.stripe_refunds")  # noqa: S608
+    payouts = _ids(con, f"select id from {sch}.stripe_payouts")  # noqa: S608
+    swept_into = _ids(
+        con,
+        f"select distinct payout from {sch}.stripe_balance_transactions",  # noqa: S608
+    )
+    charge_days = "select tenant_id, created from ledger.stripe_charges where id = any(%s)"
+    cohorts = _days_of(pg, charge_days, (dispute_charges,), zones)
+    refunded = _days_of(pg, charge_days, (refund_charges,), zones)
+    # Every dispute of a rebuilt cohort (the window's own charge days, and the cohorts of the
+    # window's disputes), whenever it was created: the cohort's row counts all of them.
+    spans = [
+        (tenant, *day_window(day, zones[tenant]))
+        for tenant, day in sorted(cohorts | {(t, d) for t in zones for d in window.days})
+    ]
+    cohort_disputes = _days_of(
+        pg,
+        "select d.tenant_id, d.created from ledger.stripe_disputes d "
+        "join ledger.stripe_charges c on c.id = d.charge "
+        "join unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) as w(tenant_id, lo, hi) "
+        "on c.tenant_id = w.tenant_id and c.created >= w.lo and c.created < w.hi",
+        ([s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]),
+        zones,
+    )
+    swept = _days_of(
+        pg,
+        "select tenant_id, created from ledger.stripe_balance_transactions where payout = any(%s)",
+        (payouts,),
+        zones,
+    )
+    payout_days = _days_of(
+        pg, "select tenant_id, created from ledger.stripe_payouts where id = any(%s)",
+        (swept_into,), zones,
+    )  # fmt: skip
+    inside = set(window.days)
+
+    def outside(pairs: Iterable[tuple[int, date]]) -> set[date]:
+        return {day for _, day in pairs} - inside
+
+    return outside(cohorts), {
+        "stripe_charges": outside(refunded),
+        "stripe_disputes": outside(cohort_disputes),
+        "stripe_balance_transactions": outside(swept),
+        "stripe_payouts": outside(payout_days),
+    }
 
 
 def create_reconciliation_view(con: duckdb.DuckDBPyConnection, results_dir: Path) -> int:
@@ -216,12 +358,28 @@ def create_reconciliation_view(con: duckdb.DuckDBPyConnection, results_dir: Path
     return len(files)
 
 
+SCOPE_TABLE = "_scope"
+
+
+def _write_scope(con: duckdb.DuckDBPyConnection, window: BuildWindow | None) -> None:
+    """``lake._scope``: the window the views cover (nulls: everything), for dbt's guard."""
+    con.execute(
+        f"create or replace table {_quoted(LAKE_SCHEMA)}.{_quoted(SCOPE_TABLE)} "
+        "(start_date date, end_date date)"
+    )
+    con.execute(
+        f"insert into {_quoted(LAKE_SCHEMA)}.{_quoted(SCOPE_TABLE)} values (?, ?)",  # noqa: S608
+        [window.start if window else None, window.end if window else None],
+    )
+
+
 def prepare_marts_database(
     database: Path,
     layout: LakeLayout,
     tables: Mapping[str, LakeTable],
     dsn: str,
     results_dir: Path,
+    window: BuildWindow | None = None,
 ) -> PreparedDatabase:
     """Recreate the ``lake``, ``sor`` and ``reconciliation`` relations dbt reads.
 
@@ -231,23 +389,47 @@ def prepare_marts_database(
         tables: the lake tables (``sync.lake_tables``).
         dsn: the system of record, for the reference tables.
         results_dir: where the reconciliation check writes its result files.
+        window: the days a windowed dbt run rebuilds; the lake views then cover those days and
+            the days they reach (see the module's docs). None: the whole lake (a full build).
+            dbt refuses a run whose vars ask for more than the views cover.
 
     Raises:
         LakeNotReadyError: the lake is not seeded or still seeding.
     """
     started = time.monotonic()
-    report = PreparedDatabase(applied_lsn=check_lake_ready(layout))
+    applied, seeded = check_lake_ready(layout)
+    report = PreparedDatabase(applied_lsn=applied, seeded_lsn=seeded, window=window)
     database.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(database))
     try:
         for schema in (LAKE_SCHEMA, SOR_SCHEMA, RECONCILIATION_SCHEMA):
             con.execute(f"create schema if not exists {_quoted(schema)}")
         con.execute("begin")
-        for name, lake_table in tables.items():
-            report.lake_files[name] = create_persistent_lake_view(
-                con, layout, lake_table, LAKE_SCHEMA
-            )
-        report.sor_rows = _copy_sor_tables(con, dsn, SOR_SCHEMA)
+        with psycopg.connect(dsn) as pg, pg.transaction():
+            # One snapshot for the reference tables and the reach look-ups.
+            pg.execute("set transaction isolation level repeatable read, read only")
+            report.sor_rows = _copy_sor_tables(con, pg, SOR_SCHEMA)
+            days = None if window is None else set(window.days)
+            for name, lake_table in tables.items():
+                report.lake_files[name] = create_persistent_lake_view(
+                    con, layout, lake_table, LAKE_SCHEMA, days
+                )
+            if window is not None:
+                zones = {
+                    int(str(r[0])): str(r[1])
+                    for r in con.execute(
+                        f"select tenant_id, time_zone from {_quoted(SOR_SCHEMA)}.tenants"  # noqa: S608
+                    ).fetchall()
+                }
+                every, by_table = reach_days(con, pg, LAKE_SCHEMA, window, zones)
+                for name, lake_table in tables.items():
+                    extra = every | by_table.get(name, set())
+                    report.reach_days[name] = len(extra)
+                    if extra:
+                        report.lake_files[name] = create_persistent_lake_view(
+                            con, layout, lake_table, LAKE_SCHEMA, set(window.days) | extra
+                        )
+        _write_scope(con, window)
         report.reconciliation_files = create_reconciliation_view(con, results_dir)
         con.execute("commit")
     finally:

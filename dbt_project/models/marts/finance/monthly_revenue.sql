@@ -1,9 +1,22 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['tenant_id', 'currency', 'month_start'],
+        on_schema_change='fail',
+    )
+}}
 {#- Grain: one row per tenant, settlement currency and account-local calendar month. The one
     definition of monthly revenue (docs: monthly_revenue_definition): the sum of daily_pnl's
-    `revenue` over the month's local days. Rebuilt whole from daily_pnl on every run (thousands
-    of rows per month), so a late change to any day is always reflected. -#}
+    `revenue` over the month's local days. A windowed run rebuilds the whole months that
+    overlap its window from daily_pnl, so a late change to any day is reflected in its month. -#}
 with daily as (
     select * from {{ ref('daily_pnl') }}
+    {%- if has_window() %}
+        where
+            local_date >= date_trunc('month', {{ window_start(none) }})
+            and local_date < date_trunc('month', {{ window_end(none) }} - 1) + interval 1 month
+    {%- endif %}
 ),
 
 monthly as (

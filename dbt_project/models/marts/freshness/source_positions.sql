@@ -1,0 +1,73 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['tenant_id', 'local_date'],
+        on_schema_change='fail',
+    )
+}}
+{#- Grain: one row per tenant and account-local day the run rebuilds (the window's days, and
+    the charge days of disputes created in it, whose cohorts disputes_by_charge_cohort
+    rebuilds). max_lsn: the latest WAL position (`_lsn`) among the lake rows behind that day's
+    numbers: every lake table's rows of the day, plus the disputes of the day's charges (the
+    cohort mart counts them under the charge's day, whatever day they were created). 0 when
+    only seeding-snapshot rows are behind it (and for a day without rows): lib.marts.export
+    turns it into the snapshot's source tags. -#}
+with tenant_days as (
+    select distinct
+        tenant_id,
+        local_date
+    from {{ ref('int_tenant_days') }}
+),
+
+cohort_days as (
+    select distinct
+        tenant_id,
+        charge_local_date as local_date
+    from {{ ref('int_disputes_joined_to_charges') }}
+    where {{ in_window('local_date') }}
+),
+
+keys as (
+    select * from tenant_days
+    union
+    select * from cohort_days
+),
+
+rows_behind as (
+    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__charges') }}
+    union all
+    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__refunds') }}
+    union all
+    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__disputes') }}
+    union all
+    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__payouts') }}
+    union all
+    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__balance_transactions') }}
+    union all
+    select tenant_id, local_date, source_lsn from {{ ref('stg_plaid__transactions') }}
+    union all
+    select
+        disputes.tenant_id,
+        charges.local_date,
+        disputes.source_lsn
+    from {{ ref('stg_stripe__disputes') }} as disputes
+    inner join {{ ref('stg_stripe__charges') }} as charges
+        on disputes.charge_id = charges.charge_id
+),
+
+positions as (
+    select
+        keys.tenant_id,
+        keys.local_date,
+        cast(coalesce(max(rows_behind.source_lsn), 0) as bigint) as max_lsn,
+        count(rows_behind.source_lsn) as lake_rows
+    from keys
+    left join rows_behind
+        on
+            keys.tenant_id = rows_behind.tenant_id
+            and keys.local_date = rows_behind.local_date
+    group by keys.tenant_id, keys.local_date
+)
+
+select * from positions
