@@ -445,23 +445,26 @@ def _compare(dsn: str, target: Target, bodies: dict[str, dict[str, Any]]) -> int
 def run_load(
     url: str, token: str, paths: list[str], clients: int, seconds: float
 ) -> dict[str, Any]:
-    """``clients`` concurrent keep-alive clients cycling through ``paths`` for ``seconds``.
+    """``clients`` concurrent clients cycling through ``paths`` for ``seconds``.
 
-    Runs in its own process (top-level so a spawned process can import it).
+    Each client has its own ``httpx.AsyncClient`` with one keep-alive connection, as separate
+    users would: one shared client's pool degrades with many concurrent requests
+    (encode/httpx#3215) and would measure httpx instead of the dashboard. Runs in its own
+    process (top-level so a spawned process can import it).
     """
 
     async def main() -> dict[str, Any]:
         latencies: list[float] = []
         errors = 0
-        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         headers = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(
-            base_url=url, headers=headers, limits=limits, timeout=60
-        ) as client:
-            deadline = time.perf_counter() + seconds
+        deadline = time.perf_counter() + seconds
 
-            async def one(offset: int) -> None:
-                nonlocal errors
+        async def one(offset: int) -> None:
+            nonlocal errors
+            limits = httpx.Limits(max_connections=1)
+            async with httpx.AsyncClient(
+                base_url=url, headers=headers, limits=limits, timeout=60
+            ) as client:
                 for path in itertools.islice(itertools.cycle(paths), offset, None):
                     if time.perf_counter() >= deadline:
                         return
@@ -470,10 +473,9 @@ def run_load(
                     latencies.append(time.perf_counter() - started)
                     errors += response.status_code != 200
 
-            started = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(clients)))
-            elapsed = time.perf_counter() - started
-        return {"latencies": latencies, "errors": errors, "seconds": elapsed}
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(clients)))
+        return {"latencies": latencies, "errors": errors, "seconds": time.perf_counter() - started}
 
     return asyncio.run(main())
 
