@@ -3,15 +3,18 @@
 Every report reads one mart of one snapshot, for the tenants of a :class:`TenantScope` (bound as
 a parameter, never formatted into SQL) and a period of account-local days (also bound). Mart and
 column names come from the fixed :data:`REPORTS` registry, never from the request. Results are
-Arrow tables, cached in memory under ``(report, tenants, period, snapshot version)``: a new
-snapshot is a new key, so nothing stale can be served, and entries of older versions are dropped
-when a newer version is first seen.
+Arrow tables, cached in memory under ``(report, tenants, period, data key)``, where the data key
+digests the snapshot's source tags of the (tenant, day)s the result is built from
+(:meth:`Snapshot.data_key`; :attr:`Report.depends` says which days). A new snapshot in which a
+late dispute touched one old day changes the key of exactly the results whose days include it;
+every other entry keeps serving, across snapshots. Results that do not come from the lake (the
+reconciliation check's) are keyed by the snapshot version. Entries leave by LRU only.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -25,6 +28,10 @@ from ledger_assets.dashboard.auth import TenantScope
 from ledger_assets.dashboard.snapshot import Snapshot
 
 Kind = Literal["date", "text", "money", "count", "rate", "timestamp", "bool"]
+#: Which (tenant, day)s a report's rows for a period are built from:
+#: ``period`` its own days; ``months`` the whole months of its month starts; ``to_end`` every
+#: day up to its end (a running balance); ``snapshot`` not the lake at all.
+Depends = Literal["period", "months", "to_end", "snapshot"]
 Total = Literal["sum", "first", "last"] | None
 MAX_PERIOD_DAYS = 3 * 366
 
@@ -54,10 +61,21 @@ class Report:
     order_by: tuple[str, ...]
     default_days: int
     chart: Chart | None = None
+    depends: Depends = "period"
 
     @property
     def has_currency(self) -> bool:
         return any(c.name == "currency" for c in self.columns)
+
+    def source_days(self, period: Period) -> tuple[date | None, date | None]:
+        """The days (inclusive; None: unbounded) whose source tags this report's rows for
+        ``period`` depend on."""
+        if self.depends == "to_end":
+            return None, period.end
+        if self.depends == "months":
+            # Month starts in [start, end]: their months end before end + 31 days.
+            return period.start, period.end + timedelta(days=31)
+        return period.start, period.end
 
 
 def _m(name: str, label: str, total: Total = "sum") -> Column:
@@ -90,7 +108,7 @@ REPORTS: dict[str, Report] = {
              _m("disputes", "Disputes"), _m("dispute_reversals", "Dispute reversals"),
              _m("revenue", "Revenue"), _m("fees", "Fees"), _m("net", "Net"),
              _n("days_reported", "Days")),
-            ("month_start", "currency"), 366, Chart("bar", ("revenue",)),
+            ("month_start", "currency"), 366, Chart("bar", ("revenue",)), "months",
         ),
         Report(
             "disputes_cohort", "Disputes by charge cohort", "disputes_by_charge_cohort",
@@ -128,7 +146,7 @@ REPORTS: dict[str, Report] = {
             (_DAY, _CUR, _m("opening_balance", "Opening", "first"),
              _m("activity", "Activity"), _m("payouts", "Payouts"),
              _m("closing_balance", "Closing", "last")),
-            ("local_date", "currency"), 90, Chart("line", ("closing_balance",)),
+            ("local_date", "currency"), 90, Chart("line", ("closing_balance",)), "to_end",
         ),
         Report(
             "bank_cash_flow", "Bank cash flow", "bank_cash_flow", "local_date",
@@ -147,7 +165,7 @@ REPORTS: dict[str, Report] = {
              Column("last_checked_at", "Last checked", "timestamp"),
              Column("watermark_lsn", "Watermark LSN", "text"),
              Column("mismatch_details", "Differences", "text")),
-            ("local_date", "currency"), 90,
+            ("local_date", "currency"), 90, None, "snapshot",
         ),
     )
 }  # fmt: skip
@@ -180,35 +198,34 @@ def _tenant_predicate(scope: TenantScope) -> tuple[str, list[Any]]:
 
 
 class ResultCache:
-    """An LRU of Arrow tables keyed by ``(..., snapshot version)``; thread-safe."""
+    """An LRU of computed results by key, with hit and miss counts; thread-safe.
+
+    ``computed`` counts the misses by kind: the first two items of a tuple key (e.g.
+    ``("report", "pnl")``).
+
+    Keys carry what a result depends on (see the module's docs), so an entry never needs to be
+    invalidated explicitly: a change makes a new key, and the old entry ages out.
+    """
 
     def __init__(self, max_entries: int = 1024) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self._version: str | None = None
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.computed: Counter[Hashable] = Counter()
 
-    def get_or_compute(self, version: str, key: Hashable, compute: Callable[[], Any]) -> Any:
-        full = (key, version)
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         with self._lock:
-            if version != self._version and (self._version is None or version > self._version):
-                # A newer snapshot: every older entry is unreachable for new requests.
-                self._entries = OrderedDict(
-                    (k, v)
-                    for k, v in self._entries.items()
-                    if k[1] == version  # type: ignore[index]
-                )
-                self._version = version
-            if full in self._entries:
-                self._entries.move_to_end(full)
+            if key in self._entries:
+                self._entries.move_to_end(key)
                 self.hits += 1
-                return self._entries[full]
+                return self._entries[key]
             self.misses += 1
+            self.computed[key[:2] if isinstance(key, tuple) else key] += 1
         value = compute()  # outside the lock: concurrent misses compute twice, harmlessly
         with self._lock:
-            self._entries[full] = value
+            self._entries[key] = value
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return value
@@ -239,9 +256,19 @@ class MartReader:
             value = table.column("d")[0].as_py()
             return value if isinstance(value, date) else None
 
-        key = ("latest", report.name, scope.tenant_ids)
-        result: date | None = self.cache.get_or_compute(snapshot.version, key, compute)
+        key = ("latest", report.name, scope.tenant_ids, self.data_key(snapshot, report, scope))
+        result: date | None = self.cache.get_or_compute(key, compute)
         return result
+
+    @staticmethod
+    def data_key(
+        snapshot: Snapshot, report: Report, scope: TenantScope, period: Period | None = None
+    ) -> str:
+        """What ``report``'s rows for ``scope`` (and ``period``; None: all days) depend on."""
+        if report.depends == "snapshot":
+            return f"v:{snapshot.version}"
+        start, end = (None, None) if period is None else report.source_days(period)
+        return snapshot.data_key(scope.tenant_ids, start, end)
 
     def default_period(self, snapshot: Snapshot, report: Report, scope: TenantScope) -> Period:
         """``default_days`` local days ending at the newest day the mart holds for the scope."""
@@ -264,8 +291,9 @@ class MartReader:
                 [str(snapshot.mart(report.mart)), *params, period.start, period.end],
             )
 
-        key = ("report", report.name, scope.tenant_ids, period.key)
-        table: pa.Table = self.cache.get_or_compute(snapshot.version, key, compute)
+        data = self.data_key(snapshot, report, scope, period)
+        key = ("report", report.name, scope.tenant_ids, period.key, data)
+        table: pa.Table = self.cache.get_or_compute(key, compute)
         return table
 
     def overview(self, snapshot: Snapshot, scope: TenantScope, days: int = 30) -> pa.Table:
@@ -302,8 +330,9 @@ class MartReader:
                  str(snapshot.mart("reconciliation_status")), *recon_params, days],
             )  # fmt: skip
 
-        key = ("overview", scope.tenant_ids, days)
-        table: pa.Table = self.cache.get_or_compute(snapshot.version, key, compute)
+        # It joins the reconciliation mart: keyed by the snapshot, like that report.
+        key = ("overview", scope.tenant_ids, days, snapshot.version)
+        table: pa.Table = self.cache.get_or_compute(key, compute)
         return table
 
     def reconciliation_summary(

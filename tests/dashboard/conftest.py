@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from starlette.applications import Starlette
 
 from ledger_assets.dashboard.app import DashboardConfig, build_dashboard
 from ledger_assets.dashboard.queries import REPORTS
@@ -41,6 +42,8 @@ class Dashboard:
     a: int
     b: int
     mismatch_day: date
+    app: Starlette
+    seeded_lsn: str | None
 
     def snapshot_dir(self) -> Path:
         return SnapshotSource(self.root).current().folder
@@ -67,7 +70,10 @@ class Dashboard:
 
     def republish(self) -> None:
         marts = mart_tables(self.database, "marts")
-        export_marts(self.database, "marts", marts, self.root, source_lsn=self.source_lsn)
+        export_marts(
+            self.database, "marts", marts, self.root,
+            source_lsn=self.source_lsn, seeded_lsn=self.seeded_lsn,
+        )  # fmt: skip
 
 
 def _results(pnl: pa.Table, tenants: list[int]) -> tuple[pa.Table, date]:
@@ -129,11 +135,14 @@ def dashboard(built_marts: DbtRun, tmp_path_factory: pytest.TempPathFactory) -> 
     assert built.returncode == 0, built.stdout[-4000:]
     export_marts(
         run.database, "marts", mart_tables(run.database, "marts"), root,
-        source_lsn=prepared.applied_lsn,
+        source_lsn=prepared.applied_lsn, seeded_lsn=prepared.seeded_lsn,
     )  # fmt: skip
     app = build_dashboard(
         DashboardConfig(export_root=root, secret=SECRET, tenant_loader=postgres_tenants(lake.dsn))
     )
     with serve(app) as url:
-        yield Dashboard(url, root, run.database, prepared.applied_lsn, tenants, a, b, mismatch_day)
+        yield Dashboard(
+            url, root, run.database, prepared.applied_lsn, tenants, a, b, mismatch_day, app,
+            prepared.seeded_lsn,
+        )  # fmt: skip
     shutil.rmtree(folder, ignore_errors=True)

@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import shutil
 import time
 from datetime import date, timedelta
 from typing import Any
@@ -13,11 +14,14 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import jwt
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from ledger_assets.dashboard.auth import mint_token
 from ledger_assets.dashboard.queries import REPORTS, ResultCache
+from ledger_assets.lib.cdc.changelog import atomic_write_bytes
+from ledger_assets.lib.marts.export import POINTER, SOURCE_TAGS
 from tests.dashboard.conftest import CHECKED_AT, SECRET, Dashboard
 
 
@@ -275,7 +279,7 @@ def test_version_polling_sees_a_new_snapshot(dashboard: Dashboard) -> None:
     assert after["rows"] == before["rows"]
 
 
-def test_cache_is_keyed_by_snapshot_version() -> None:
+def test_the_cache_is_an_lru_that_counts_hits_and_misses() -> None:
     cache = ResultCache(max_entries=3)
     calls: list[str] = []
 
@@ -283,11 +287,86 @@ def test_cache_is_keyed_by_snapshot_version() -> None:
         calls.append(value)
         return value
 
-    assert cache.get_or_compute("v1", "k", lambda: compute("one")) == "one"
-    assert cache.get_or_compute("v1", "k", lambda: compute("again")) == "one"
-    assert cache.get_or_compute("v2", "k", lambda: compute("two")) == "two"
-    assert cache.get_or_compute("v2", "k", lambda: compute("again")) == "two"
+    assert cache.get_or_compute(("k", "t1"), lambda: compute("one")) == "one"
+    assert cache.get_or_compute(("k", "t1"), lambda: compute("again")) == "one"
+    assert cache.get_or_compute(("k", "t2"), lambda: compute("two")) == "two"
     assert calls == ["one", "two"]
+    assert (cache.hits, cache.misses) == (1, 2)
+    assert cache.computed[("k", "t1")] == 1
     for i in range(5):
-        cache.get_or_compute("v2", i, lambda: compute("x"))
+        cache.get_or_compute(i, lambda: compute("x"))
     assert len(cache._entries) == 3
+
+
+def _publish_with_one_day_changed(d: Dashboard, tenant: int, day: date, bump: int) -> str:
+    """A new snapshot equal to the current one except tenant's daily P&L revenue of ``day``
+    (+bump) and that day's source tag (a later position), as a late dispute would leave it."""
+    current = d.snapshot_dir()
+    stamp = current.name[:-1] + ("1" if current.name[-1] != "1" else "2")
+    folder = current.parent / stamp
+    shutil.copytree(current, folder)
+    for name, column, delta in (("daily_pnl", "revenue", bump), (SOURCE_TAGS, "source_lsn", 1)):
+        table = pq.read_table(folder / f"{name}.parquet")
+        hit = pc.and_(pc.equal(table["tenant_id"], tenant), pc.equal(table["local_date"], day))
+        assert pc.sum(hit.cast("int32")).as_py() == 1, name
+        values = pc.if_else(hit, pc.add(table[column], delta), table[column])
+        table = table.set_column(table.schema.get_field_index(column), column, values)
+        pq.write_table(table, folder / f"{name}.parquet")
+    pointer = json.loads((d.root / POINTER).read_text())
+    atomic_write_bytes(d.root / POINTER, json.dumps({**pointer, "snapshot": stamp}).encode())
+    return stamp
+
+
+def test_a_new_snapshot_invalidates_only_the_periods_covering_the_touched_day(
+    dashboard: Dashboard,
+) -> None:
+    a, tok = dashboard.a, token(dashboard.a)
+    cache = dashboard.app.state.reader.cache
+    pnl = ("report", "pnl")
+    path = f"/api/tenants/{a}/reports/pnl"
+    first = get(dashboard, path, tok).json()
+    end = date.fromisoformat(first["period"]["end"])
+    touched = end - timedelta(days=30)
+    covering = {"start": (end - timedelta(days=40)).isoformat(), "end": end.isoformat()}
+    elsewhere = {"start": (end - timedelta(days=7)).isoformat(), "end": end.isoformat()}
+    before = {}
+    for name, period in (("covering", covering), ("elsewhere", elsewhere)):
+        before[name] = get(dashboard, path, tok, params=period)
+        assert before[name].status_code == 200
+    # Warm: asking again computes nothing, and a revalidation is a 304.
+    misses = cache.computed[pnl]
+    again = get(dashboard, path, tok, params=elsewhere,
+                headers={"If-None-Match": before["elsewhere"].headers["etag"]})  # fmt: skip
+    assert again.status_code == 304
+    assert (
+        get(dashboard, path, tok, params=covering).json()["rows"]
+        == before["covering"].json()["rows"]
+    )
+    assert cache.computed[pnl] == misses
+    try:
+        stamp = _publish_with_one_day_changed(dashboard, a, touched, bump=12345)
+        # The period that does not cover the touched day: served from the cache, same ETag.
+        hits = cache.hits
+        kept = get(dashboard, path, tok, params=elsewhere)
+        assert kept.json()["meta"]["snapshot"] == stamp
+        assert kept.headers["etag"] == before["elsewhere"].headers["etag"]
+        assert kept.json()["rows"] == before["elsewhere"].json()["rows"]
+        assert cache.computed[pnl] == misses
+        assert cache.hits > hits
+        revalidated = get(dashboard, path, tok, params=elsewhere,
+                          headers={"If-None-Match": kept.headers["etag"]})  # fmt: skip
+        assert revalidated.status_code == 304
+        # The period covering it: recomputed once, with the new number, and a new ETag.
+        moved = get(dashboard, path, tok, params=covering)
+        assert cache.computed[pnl] == misses + 1
+        assert moved.headers["etag"] != before["covering"].headers["etag"]
+        cols = moved.json()["columns"]
+
+        def revenue(response: httpx.Response) -> int:
+            (row,) = [r for r in response.json()["rows"] if r[0] == touched.isoformat()]
+            return int(row[cols.index("revenue")])
+
+        assert revenue(moved) == revenue(before["covering"]) + 12345
+        assert moved.json()["meta"]["data_lsn"] is not None
+    finally:
+        dashboard.republish()
