@@ -116,6 +116,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         receiver = stack.enter_context(
             demo.webhook_receiver(sor.dsn, providers, "127.0.0.1", args.webhook_port)
         )
+        alerts_url = os.environ.get("LEDGER_ALERT_WEBHOOK_URL") or stack.enter_context(
+            demo.alert_page("127.0.0.1", args.alert_port)
+        )
+        print(f"reconciliation alerts: {alerts_url}", flush=True)
         linked: list[Mapping[str, object]] = []
         if use_standins:
             servers = stack.enter_context(
@@ -149,6 +153,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             "LEDGER_STATE_DIR": str(settings.state_dir),
             # dagster.yaml in the project root is the instance configuration, used as it is.
             "DAGSTER_HOME": str(PROJECT_ROOT),
+            "LEDGER_ALERT_WEBHOOK_URL": alerts_url,
         }
         command = [
             sys.executable, "-m", "dagster", "dev",
@@ -198,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--webhook-port", type=int, default=int(os.environ.get("LEDGER_WEBHOOK_PORT", "8010"))
+    )
+    demo.add_argument(
+        "--alert-port",
+        type=int,
+        default=int(os.environ.get("LEDGER_ALERT_PAGE_PORT", "8011")),
+        help="the local alert page (a Slack stand-in), unless LEDGER_ALERT_WEBHOOK_URL is set",
     )
     demo.add_argument("--stripe-port", type=int, default=12111, help="the Stripe stand-in's port")
     demo.add_argument("--plaid-port", type=int, default=12112, help="the Plaid stand-in's port")

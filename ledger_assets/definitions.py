@@ -26,6 +26,13 @@ from ledger_assets.defs.plaid.sensors import (
     plaid_sync_schedule,
     plaid_webhook_sensor,
 )
+from ledger_assets.defs.reconciliation.alerts import reconciliation_alert_sensor
+from ledger_assets.defs.reconciliation.checks import (
+    reconcile_lake_with_postgres,
+    reconciliation_job,
+    reconciliation_schedule,
+)
+from ledger_assets.defs.reconciliation.resources import RECONCILIATION_RESOURCES
 from ledger_assets.defs.resources import RESOURCES
 from ledger_assets.defs.sor.sensors import system_of_record_activity_sensor, tenant_registry_sensor
 from ledger_assets.defs.stripe.assets import stripe_ingestion
@@ -37,7 +44,7 @@ from ledger_assets.defs.stripe.sensors import (
 
 defs = dg.Definitions(
     assets=[stripe_ingestion, plaid_ingestion, *LAKE_ASSETS, REPLICATION_SLOT, ledger_marts],
-    asset_checks=[slot_is_healthy],
+    asset_checks=[slot_is_healthy, reconcile_lake_with_postgres],
     jobs=[
         stripe_ingestion_job,
         plaid_sync_job,
@@ -46,6 +53,7 @@ defs = dg.Definitions(
         lake_compaction_job,
         slot_health_job,
         marts_job,
+        reconciliation_job,
     ],
     schedules=[
         stripe_pull_schedule,
@@ -53,6 +61,7 @@ defs = dg.Definitions(
         lake_compaction_schedule,
         slot_health_schedule,
         marts_schedule,
+        reconciliation_schedule,
     ],
     sensors=[
         tenant_registry_sensor,
@@ -61,7 +70,8 @@ defs = dg.Definitions(
         plaid_webhook_sensor,
         lake_seed_sensor,
         cdc_capture_sensor,
+        reconciliation_alert_sensor,
         late_arrivals_sensor,
     ],
-    resources={**RESOURCES, **DBT_RESOURCES},
+    resources={**RESOURCES, **DBT_RESOURCES, **RECONCILIATION_RESOURCES},
 )

@@ -81,6 +81,7 @@ def test_dagster_dev_serves_the_code_location(tmp_path: Path, migrated_dsn: str)
         **os.environ,
         "LEDGER_PG_DSN": migrated_dsn,
         "LEDGER_LAKE_ROOT": str(tmp_path / "lake"),
+        "LEDGER_STATE_DIR": str(tmp_path / "state"),
         "DAGSTER_HOME": str(tmp_path),
         # Nothing listens here: no test run pulls from these, but resources must resolve.
         "STRIPE_API_KEY": "sk_test_unused",

@@ -34,6 +34,7 @@ from ledger_assets.lib.standins import (
     DEFAULT_STRIPE_WEBHOOK_SECRET,
     StandinServers,
 )
+from ledger_assets.lib.standins.slack import build_slack_standin
 from ledger_assets.lib.synth.spec import SeedSpec
 from ledger_assets.lib.webhooks.receiver import ReceiverConfig, build_receiver
 
@@ -113,6 +114,13 @@ def webhook_receiver(dsn: str, providers: ProviderSettings, host: str, port: int
     )
     with serve_in_thread(app, host, port, "webhooks") as url:
         yield url
+
+
+@contextmanager
+def alert_page(host: str, port: int) -> Iterator[str]:
+    """The local Slack stand-in the demo's alerts are posted to; yields its webhook URL."""
+    with serve_in_thread(build_slack_standin(), host, port, "alerts") as url:
+        yield f"{url}/alerts"
 
 
 def onboard_and_backfill(

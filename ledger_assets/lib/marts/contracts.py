@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import date
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -85,3 +87,33 @@ def write_results(folder: Path, rows: pa.Table) -> Path:
         os.fsync(handle.fileno())
     os.replace(temporary, final)
     return final
+
+
+def open_mismatches(folder: Path, start: date, end: date) -> pa.Table:
+    """The (table, tenant, day, currency) keys of days in ``[start, end)`` whose latest result
+    is ``mismatch``: a later ``match`` for the same key (a re-check, an auto-heal) clears it.
+
+    Returns a table with ``table_name, tenant_id, local_date, currency, check_run_id`` (empty
+    when there are no result files).
+    """
+    files = [str(p) for p in result_files(folder)]
+    columns = ["table_name", "tenant_id", "local_date", "currency", "check_run_id"]
+    if not files:
+        return RECONCILIATION_RESULTS.empty_table().select(columns)
+    con = duckdb.connect()
+    try:
+        return con.execute(
+            """
+            select table_name, tenant_id, local_date, currency, check_run_id
+            from read_parquet(?, union_by_name = true, hive_partitioning = false)
+            where local_date >= ? and local_date < ?
+            qualify row_number() over (
+                partition by table_name, tenant_id, local_date, currency
+                order by checked_at desc, check_run_id desc
+            ) = 1 and status = 'mismatch'
+            order by table_name, tenant_id, local_date, currency
+            """,
+            [files, start, end],
+        ).to_arrow_table()
+    finally:
+        con.close()
