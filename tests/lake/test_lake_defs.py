@@ -13,6 +13,7 @@ from ledger_assets.defs.cdc.sensors import cdc_capture_sensor, lake_seed_sensor
 from ledger_assets.defs.lake.assets import LAKE_ASSETS, lake_asset_key
 from ledger_assets.defs.lake.jobs import lake_apply_job, lake_seed_job
 from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.lib.cdc import ChangeCapture
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.lake.sync import read_lake_state
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
@@ -69,6 +70,13 @@ def test_seed_then_capture_then_apply(env: Any) -> None:
     assert all(m.metadata["source"].value == "cdc" for m in materialized)
     assert len(materialized) == 1
     assert isinstance(tick(cdc_capture_sensor, instance, resources), dg.SkipReason)
+
+    # While another process captures (a reconciliation cycle catching up to its snapshot), the
+    # tick skips instead of failing.
+    with ChangeCapture(lake.capture_config(dsn)):
+        busy = tick(cdc_capture_sensor, instance, resources)
+    assert isinstance(busy, dg.SkipReason)
+    assert "capture lock" in (busy.skip_message or "")
 
 
 def test_materializing_a_partition_rebuilds_it_from_postgres(env: Any) -> None:

@@ -4,7 +4,7 @@ import dagster as dg
 
 from ledger_assets.defs.lake.jobs import lake_apply_job, lake_seed_job
 from ledger_assets.defs.resources import LakeResource, PostgresResource
-from ledger_assets.lib.cdc import ChangeCapture
+from ledger_assets.lib.cdc import CaptureBusyError, ChangeCapture
 from ledger_assets.lib.cdc.state import read_state
 from ledger_assets.lib.lake.sync import read_lake_state
 
@@ -56,9 +56,14 @@ def cdc_capture_sensor(
     config = lake.capture_config(postgres.dsn)
     # Capture is bounded (config.max_seconds per batch, one batch per tick): a tick never runs
     # into the sensor timeout, and a backlog drains over consecutive ticks.
-    with ChangeCapture(config) as capture:
-        capture.start()
-        capture.capture_batch()
+    try:
+        with ChangeCapture(config) as capture:
+            capture.start()
+            capture.capture_batch()
+    except CaptureBusyError:
+        # A reconciliation cycle (or a seed) is capturing up to its snapshot right now; what it
+        # lands is applied from the next tick on, so nothing waits longer than one tick.
+        return dg.SkipReason("another process holds the capture lock; next tick")
     capture_state = read_state(config.changelog_dir)
     assert capture_state is not None
     landed = capture_state.landed
