@@ -29,6 +29,7 @@ from ledger_assets.defs.plaid.sensors import (
 from ledger_assets.defs.reconciliation.alerts import reconciliation_alert_sensor
 from ledger_assets.defs.reconciliation.checks import (
     reconcile_lake_with_postgres,
+    reconciliation_full_schedule,
     reconciliation_job,
     reconciliation_schedule,
 )
@@ -62,6 +63,7 @@ defs = dg.Definitions(
         slot_health_schedule,
         marts_schedule,
         reconciliation_schedule,
+        reconciliation_full_schedule,
     ],
     sensors=[
         tenant_registry_sensor,
