@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import date
+
 import duckdb
 import pyarrow as pa
 
@@ -24,6 +27,7 @@ def create_lake_view(
     layout: LakeLayout,
     lake_table: LakeTable,
     name: str | None = None,
+    days: Collection[date] | None = None,
 ) -> str:
     """Create (or replace) a view over the current files of ``lake_table``; returns its name.
 
@@ -31,11 +35,20 @@ def create_lake_view(
     an overlay file is read from the overlay only; every other partition from its day's base.
     Hive partitioning is off: the folder names (tenant_id=, local_date=) must not override the
     files' own typed columns (DuckDB would read tenant_id as BIGINT from the path).
+
+    With ``days``, only the files of those days (every tenant's partition of each day): a cycle
+    that needs a few days neither lists every base folder nor opens every file.
     """
     view = name or lake_table.name
-    bases = [str(p) for p in layout.base_files(lake_table.name)]
-    overlays = [str(p) for p in layout.overlay_files(lake_table.name)]
     keys = layout.overlay_keys(lake_table.name)
+    if days is None:
+        bases = [str(p) for p in layout.base_files(lake_table.name)]
+    else:
+        wanted = set(days)
+        keys = [k for k in keys if k.local_date in wanted]
+        candidates = (layout.base_file(lake_table.name, d) for d in sorted(wanted))
+        bases = [str(p) for p in candidates if p.exists()]
+    overlays = [str(layout.overlay_file(k)) for k in keys]
     empty = f"__empty_{view}"
     con.register(empty, lake_table.schema.empty_table())
     hidden = f"__overlaid_{view}"
