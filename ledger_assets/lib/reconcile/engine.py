@@ -8,15 +8,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import psycopg
 import pyarrow as pa
+import pyarrow.csv as pacsv
 from psycopg import sql
 
 from ledger_assets.lib.cdc.capture import CaptureConfig
@@ -31,7 +33,7 @@ from ledger_assets.lib.lake.sync import lake_tables, read_lake_state, tenant_zon
 from ledger_assets.lib.localtime import day_window
 from ledger_assets.lib.reconcile.inflight import ChangeWindow, ensure_captured, open_snapshot
 from ledger_assets.lib.reconcile.report import (
-    ZERO,
+    GROUPS,
     Comparison,
     IdentityViolation,
     Mismatch,
@@ -52,8 +54,21 @@ from ledger_assets.lib.reconcile.state import (
 )
 from ledger_assets.lib.sor.catalog import SCHEMA
 
-#: (tenant, day, currency, category) -> (totals, pre-rounding delta)
-Groups = dict[tuple[int, date, str, str], tuple[Totals, Decimal]]
+#: Both sides' aggregates: one row per (tenant, day, currency, category), as the queries of
+#: ``_select`` return them.
+TOTALS = pa.schema(
+    [
+        pa.field("tenant_id", pa.int32()),
+        pa.field("local_date", pa.date32()),
+        pa.field("currency", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("n", pa.int64()),
+        pa.field("amount", pa.int64()),
+        pa.field("fee", pa.int64()),
+        pa.field("net", pa.int64()),
+        pa.field("delta", pa.decimal128(38, 6)),
+    ]
+)
 #: Mismatching partitions drilled down to keys per cycle; the rest keep their totals only.
 DRILLDOWN_PARTITIONS = 20
 SAMPLES_PER_KIND = 3
@@ -70,7 +85,7 @@ class _Plan:
 
 @dataclass
 class _Outcome:
-    comparisons: list[Comparison] = field(default_factory=list)
+    groups: list[pa.Table] = field(default_factory=list)
     mismatches: list[Mismatch] = field(default_factory=list)
     violations: list[IdentityViolation] = field(default_factory=list)
     deferred: set[Partition] = field(default_factory=set)
@@ -128,8 +143,19 @@ def reconcile(
         try:
             lake.execute("set TimeZone = 'UTC'")
             _materialize(lake, "scales", _scales_table(scales))
-            for lake_table in tables.values():
-                _compare_table(conn, lake, layout, lake_table, zones, scales, plan, window, outcome)
+            # One worker runs each table's Postgres aggregate on the snapshot connection while
+            # this thread aggregates the same table's lake files (2 cores: a Postgres backend
+            # and DuckDB at once); the connection is idle again before it is used here.
+            with ThreadPoolExecutor(max_workers=1) as postgres:
+                for lake_table in tables.values():
+                    parts = None if plan.partitions is None else plan.partitions[lake_table.name]
+                    totals = postgres.submit(
+                        _postgres_totals, conn, SPECS[lake_table.name], parts, zones, scales
+                    )
+                    _compare_table(
+                        conn, lake, layout, lake_table, zones, scales, parts, totals, window,
+                        outcome,
+                    )  # fmt: skip
             _check_identities(lake, layout, tables, plan, window, outcome)
         finally:
             lake.close()
@@ -162,7 +188,7 @@ def reconcile(
         deferred=frozenset(outcome.deferred),
         postgres_seconds=outcome.pg_seconds,
         lake_seconds=outcome.lake_seconds,
-        comparisons=tuple(outcome.comparisons),
+        groups=pa.concat_tables(outcome.groups) if outcome.groups else GROUPS.empty_table(),
         checked=frozenset(outcome.checked),
     )
     _record(state_dir, scope, plan, report, w0)
@@ -273,9 +299,12 @@ def _scales_table(scales: Mapping[str, int]) -> pa.Table:
 
 
 def _select(spec: MeasureSpec, day: str) -> str:
+    """The columns of ``TOTALS``, typed alike in Postgres and DuckDB (sums overflow loudly)."""
     return (
         f"select t.tenant_id, {day} as local_date, t.currency, {spec.category} as category, "
-        f"count(*), sum({spec.amount}), sum({spec.fee}), sum({spec.net}), sum({spec.delta})"
+        f"count(*) as n, cast(sum({spec.amount}) as bigint) as amount, "
+        f"cast(sum({spec.fee}) as bigint) as fee, cast(sum({spec.net}) as bigint) as net, "
+        f"cast(sum({spec.delta}) as numeric(38, 6)) as delta"
     )
 
 
@@ -316,16 +345,16 @@ def _postgres_query(spec: MeasureSpec, *, windows: bool, keys: bool) -> sql.Comp
     return sql.Composed(parts)
 
 
-def _groups(rows: Iterable[tuple[object, ...]]) -> Groups:
-    out: Groups = {}
-    for tenant, day, currency, category, n, amount, fee, net, delta in rows:
-        assert isinstance(day, date)
-        key = (int(str(tenant)), day, str(currency), str(category))
-        out[key] = (
-            Totals(int(str(n)), int(str(amount)), int(str(fee)), int(str(net))),
-            Decimal(str(delta)),
-        )
-    return out
+def _read_totals(data: bytes) -> pa.Table:
+    if not data:
+        return TOTALS.empty_table()
+    return pacsv.read_csv(
+        pa.BufferReader(data),
+        read_options=pacsv.ReadOptions(column_names=TOTALS.names),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict(zip(TOTALS.names, TOTALS.types, strict=True))
+        ),
+    )
 
 
 def _postgres_totals(
@@ -335,23 +364,32 @@ def _postgres_totals(
     zones: Mapping[int, str],
     scales: Mapping[str, int],
     keys: set[str] | None = None,
-) -> Groups:
+) -> tuple[pa.Table, float]:
+    """``TOTALS`` of the snapshot over ``parts`` (or of the rows of ``keys``); and its seconds.
+
+    The groups travel as CSV through ``COPY ... TO STDOUT`` into Arrow: a full cycle moves
+    about a million of them, which as Python tuples cost more than the query itself.
+    """
+    began = time.monotonic()
     params: dict[str, object] = {"codes": list(scales), "scales": list(scales.values())}
     windowed = parts is not None and keys is None
     if windowed:
         assert parts is not None
         if not parts:
-            return {}
+            return TOTALS.empty_table(), 0.0
         params["tenants"], params["lows"], params["highs"] = _windows(spec, parts, zones)
     if keys is not None:
         if not keys:
-            return {}
+            return TOTALS.empty_table(), 0.0
         params["keys"] = sorted(keys)
     query = _postgres_query(spec, windows=windowed, keys=keys is not None)
-    groups = _groups(conn.execute(query, params).fetchall())
-    if parts is not None:
-        groups = {k: v for k, v in groups.items() if (k[0], k[1]) in parts}
-    return groups
+    data = bytearray()
+    with conn.cursor().copy(
+        sql.SQL("copy ({}) to stdout (format csv)").format(query), params
+    ) as copy:
+        for chunk in copy:
+            data += chunk
+    return _read_totals(bytes(data)), time.monotonic() - began
 
 
 # ------------------------------------------------------------------------------------- lake
@@ -411,18 +449,50 @@ def _lake_totals(
     spec: MeasureSpec,
     scope: tuple[str, list[object]],
     excluded: set[str],
-) -> Groups:
+) -> None:
+    """``TOTALS`` of the lake, in-flight keys aside, into the temp table ``lake_totals``."""
     _materialize(lake, "excluded", pa.table({"k": pa.array(sorted(excluded), pa.string())}))
     scale = " join scales c on c.code = t.currency" if spec.needs_scale else ""
-    query = (
-        f"{_select(spec, 't.local_date')} from {view} t{scale}"
-        f" anti join excluded x on x.k = t.{spec.table.primary_key}"
-        f"{scope[0]} group by all"
+    lake.execute(
+        f"create or replace temp table lake_totals as {_select(spec, 't.local_date')}"
+        f" from {view} t{scale} anti join excluded x on x.k = t.{spec.table.primary_key}"
+        f"{scope[0]} group by all",
+        scope[1],
     )
-    return _groups(lake.execute(query, scope[1]).fetchall())
 
 
-# ---------------------------------------------------------------------------------- compare
+#: Both sides per group, the snapshot's in-flight rows subtracted, limited to the compared
+#: partitions (a Postgres window is exact, the in-flight keys' rows may lie anywhere).
+_COMPARE = """
+create or replace temp table compared as
+with pg as (
+    select tenant_id, local_date, currency, category,
+        sum(n) as n, sum(amount) as amount, sum(fee) as fee, sum(net) as net, sum(delta) as delta
+    from (
+        select * from pg_totals
+        union all
+        select tenant_id, local_date, currency, category, -n, -amount, -fee, -net, -delta
+        from pg_flying
+    )
+    group by all
+), joined as (
+    select tenant_id, local_date, currency, category,
+        coalesce(p.n, 0) as pg_rows, coalesce(p.amount, 0) as pg_amount,
+        coalesce(p.fee, 0) as pg_fee, coalesce(p.net, 0) as pg_net,
+        coalesce(l.n, 0) as lake_rows, coalesce(l.amount, 0) as lake_amount,
+        coalesce(l.fee, 0) as lake_fee, coalesce(l.net, 0) as lake_net,
+        coalesce(p.delta, 0) as delta
+    from pg p full outer join lake_totals l using (tenant_id, local_date, currency, category)
+)
+select * from joined j
+"""
+_MISMATCHES = """
+select tenant_id, local_date, currency, category,
+    pg_rows, pg_amount, pg_fee, pg_net, lake_rows, lake_amount, lake_fee, lake_net
+from compared
+where pg_rows <> lake_rows or pg_amount <> lake_amount or pg_fee <> lake_fee or pg_net <> lake_net
+order by all
+"""
 
 
 def _compare_table(
@@ -432,51 +502,67 @@ def _compare_table(
     lake_table: LakeTable,
     zones: Mapping[int, str],
     scales: Mapping[str, int],
-    plan: _Plan,
+    parts: set[tuple[int, date]] | None,
+    postgres: Future[tuple[pa.Table, float]],
     window: ChangeWindow,
     outcome: _Outcome,
 ) -> None:
+    """Compare one table; ``postgres`` is its snapshot totals, being computed meanwhile."""
     name = lake_table.name
     spec = SPECS[name]
-    parts = None if plan.partitions is None else plan.partitions[name]
-    began = time.monotonic()
-    postgres = _postgres_totals(conn, spec, parts, zones, scales)
-    outcome.pg_seconds += time.monotonic() - began
+    days = None if parts is None else {day for _, day in parts}
     with _locked(layout, [name]):
         # Under the writer lock the table's files cannot change, and everything they hold
         # is landed: the change log read now names every key whose image may differ.
         window.refresh()
         excluded = window.keys(name)
         began = time.monotonic()
-        view = create_lake_view(lake, layout, lake_table, name=f"lake_{name}")
-        lake_groups = _lake_totals(
-            lake, view, spec, _register_scope(lake, "scope", parts), excluded
-        )
+        view = create_lake_view(lake, layout, lake_table, name=f"lake_{name}", days=days)
+        scope = _register_scope(lake, "scope", parts)
+        _lake_totals(lake, view, spec, scope, excluded)
         outcome.lake_seconds += time.monotonic() - began
-        began = time.monotonic()
-        flying = _postgres_totals(conn, spec, parts, zones, scales, keys=excluded)
-        outcome.pg_seconds += time.monotonic() - began
-        mismatched: list[Comparison] = []
-        delta = Decimal(0)
-        for key in sorted(set(postgres) | set(lake_groups)):
-            pg_totals, pg_delta = postgres.get(key, (ZERO, Decimal(0)))
-            in_flight, flying_delta = flying.get(key, (ZERO, Decimal(0)))
-            pg_totals, pg_delta = pg_totals - in_flight, pg_delta - flying_delta
-            lake_totals = lake_groups.get(key, (ZERO, Decimal(0)))[0]
-            tenant, day, currency, category = key
-            comparison = Comparison(name, tenant, day, currency, category, pg_totals, lake_totals)
-            outcome.comparisons.append(comparison)
-            outcome.checked.add((name, tenant, day))
-            outcome.rows += pg_totals.rows
-            delta += pg_delta
-            if pg_totals != lake_totals:
-                mismatched.append(comparison)
+        totals, seconds = postgres.result()
+        flying, flying_seconds = _postgres_totals(conn, spec, None, zones, scales, keys=excluded)
+        outcome.pg_seconds += seconds + flying_seconds
+        _materialize(lake, "pg_totals", totals)
+        _materialize(lake, "pg_flying", flying)
+        restrict = "" if parts is None else " semi join scope s using (tenant_id, local_date)"
+        lake.execute(_COMPARE + restrict)
+        rows, delta = _one(lake.execute("select sum(pg_rows), sum(delta) from compared"))
+        mismatched = [
+            Comparison(
+                name, int(tenant), day, str(currency), str(category),
+                Totals(*(int(v) for v in values[:4])), Totals(*(int(v) for v in values[4:])),
+            )
+            for tenant, day, currency, category, *values in lake.execute(_MISMATCHES).fetchall()
+        ]  # fmt: skip
+        outcome.groups.append(
+            lake.execute(
+                f"select ? as table_name, {', '.join(GROUPS.names[1:])} from compared",  # noqa: S608 - constant names
+                [name],
+            )
+            .to_arrow_table()
+            .cast(GROUPS)
+        )
+        outcome.checked.update(
+            (name, tenant, day)
+            for tenant, day in lake.execute(
+                "select distinct tenant_id, local_date from compared"
+            ).fetchall()
+        )
+        outcome.rows += int(rows or 0)
         if parts is not None:
             outcome.checked.update((name, tenant, day) for tenant, day in parts)
         if spec.needs_scale:
-            outcome.delta[name] = float(delta)
+            outcome.delta[name] = float(delta or 0)
         if mismatched:
             _drill_down(conn, layout, lake_table, mismatched, excluded, outcome)
+
+
+def _one(relation: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    row = relation.fetchone()
+    assert row is not None
+    return tuple(row)
 
 
 def _drill_down(

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ledger_assets.lib.marts.contracts import RECONCILIATION_RESULTS
 
@@ -19,6 +20,23 @@ METADATA_VIOLATIONS = 50
 RESULT_KEYS = 10
 
 Status = Literal["pass", "fail", "skipped", "deferred"]
+
+SIDES = ("pg", "lake")
+#: One compared (table, tenant, day, currency, category) group: both sides' totals.
+GROUPS = pa.schema(
+    [
+        pa.field("table_name", pa.string()),
+        pa.field("tenant_id", pa.int32()),
+        pa.field("local_date", pa.date32()),
+        pa.field("currency", pa.string()),
+        pa.field("category", pa.string()),
+        *(
+            pa.field(f"{side}_{slot}", pa.int64())
+            for side in SIDES
+            for slot in ("rows", "amount", "fee", "net")
+        ),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -154,57 +172,66 @@ class ReconciliationReport:
     postgres_seconds: float
     lake_seconds: float
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    comparisons: tuple[Comparison, ...] = ()
+    #: Every compared group (``GROUPS`` columns), kept in Arrow: a full cycle compares about a
+    #: million of them, and only the mismatching ones become Python objects.
+    groups: pa.Table = field(default_factory=GROUPS.empty_table)
     #: (table, tenant, day) of every compared partition (also those with no rows).
     checked: frozenset[tuple[str, int, date]] = frozenset()
+
+    @property
+    def comparisons(self) -> tuple[Comparison, ...]:
+        """Every compared group as objects (built on demand from ``groups``)."""
+        return tuple(
+            Comparison(
+                r["table_name"], r["tenant_id"], r["local_date"], r["currency"], r["category"],
+                Totals(r["pg_rows"], r["pg_amount"], r["pg_fee"], r["pg_net"]),
+                Totals(r["lake_rows"], r["lake_amount"], r["lake_fee"], r["lake_net"]),
+            )
+            for r in self.groups.to_pylist()
+        )  # fmt: skip
 
     def mismatched_partitions(self) -> frozenset[tuple[str, int, date]]:
         return frozenset((m.table, m.tenant_id, m.local_date) for m in self.mismatches)
 
     def results_table(self) -> pa.Table:
-        """Rows of ``RECONCILIATION_RESULTS``: one per compared (tenant, day, currency, table)."""
-        groups: dict[tuple[str, int, date, str], tuple[Totals, Totals]] = {}
-        for c in self.comparisons:
-            key = (c.table, c.tenant_id, c.local_date, c.currency)
-            pg, lake = groups.get(key, (ZERO, ZERO))
-            groups[key] = (pg + c.postgres, lake + c.lake)
+        """Rows of ``RECONCILIATION_RESULTS``: one per compared (tenant, day, currency, table).
+
+        Summed over categories from ``groups`` in Arrow; only the mismatches' keys are Python.
+        """
+        by = ["table_name", "tenant_id", "local_date", "currency"]
+        money = [f"{side}_{slot}" for slot in ("rows", "amount", "fee", "net") for side in SIDES]
+        summed = self.groups.group_by(by, use_threads=False).aggregate([(c, "sum") for c in money])
+        summed = summed.rename_columns([*by, *money])
         keys: dict[tuple[str, int, date, str], list[str]] = {}
-        failed: set[tuple[str, int, date, str]] = set()
         for m in self.mismatches:
-            key = (m.table, m.tenant_id, m.local_date, m.currency)
-            failed.add(key)
-            listed = keys.setdefault(key, [])
+            listed = keys.setdefault((m.table, m.tenant_id, m.local_date, m.currency), [])
             for k in (*m.missing_keys, *m.extra_keys, *m.different_keys):
                 if k not in listed:
                     listed.append(k)
-        ordered = sorted(groups)
-        rows = len(ordered)
-        column: dict[str, list[object]] = {name: [] for name in RECONCILIATION_RESULTS.names}
-        for key in ordered:
-            table, tenant, day, currency = key
-            pg, lake = groups[key]
-            values: dict[str, object] = {
-                "table_name": table,
-                "tenant_id": tenant,
-                "local_date": day,
-                "currency": currency,
-                "status": "mismatch" if key in failed else "match",
-                "pg_rows": pg.rows,
-                "lake_rows": lake.rows,
-                "pg_amount": pg.amount,
-                "lake_amount": lake.amount,
-                "pg_fee": pg.fee,
-                "lake_fee": lake.fee,
-                "pg_net": pg.net,
-                "lake_net": lake.net,
-                "differing_keys": ",".join(keys.get(key, [])[:RESULT_KEYS]) or None,
+        failed = pa.table(
+            {
+                "table_name": pa.array([k[0] for k in keys], pa.string()),
+                "tenant_id": pa.array([k[1] for k in keys], pa.int32()),
+                "local_date": pa.array([k[2] for k in keys], pa.date32()),
+                "currency": pa.array([k[3] for k in keys], pa.string()),
+                "status": pa.array(["mismatch"] * len(keys), pa.string()),
+                "differing_keys": pa.array(
+                    [",".join(v[:RESULT_KEYS]) or None for v in keys.values()], pa.string()
+                ),
             }
-            for name, value in values.items():
-                column[name].append(value)
-        column["check_run_id"] = [self.run_id] * rows
-        column["checked_at"] = [self.checked_at] * rows
-        column["watermark_lsn"] = [self.watermark] * rows
-        return pa.table(column, schema=RECONCILIATION_RESULTS)
+        )
+        joined = summed.join(failed, by, join_type="left outer", use_threads=False)
+        joined = joined.sort_by([(c, "ascending") for c in by])
+        rows = joined.num_rows
+        columns = {name: joined.column(name) for name in (*by, *money, "differing_keys")}
+        columns["status"] = pc.fill_null(joined.column("status"), "match")
+        columns["check_run_id"] = pa.repeat(pa.scalar(self.run_id), rows)
+        columns["checked_at"] = pa.repeat(pa.scalar(self.checked_at), rows)
+        columns["watermark_lsn"] = pa.repeat(pa.scalar(self.watermark), rows)
+        return pa.table(
+            [columns[f.name].cast(f.type) for f in RECONCILIATION_RESULTS],
+            schema=RECONCILIATION_RESULTS,
+        )
 
     def to_metadata(self) -> dict[str, object]:
         """A JSON-safe summary with the drill-down, for Dagster metadata and alerts."""
