@@ -25,15 +25,14 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
-from dagster_dbt import DbtCliResource
 
 from bench.core import Context, Figure, workload
 from bench.workloads.marts import PROJECT, _dbt
 from ledger_assets.defs.dbt.assets import ledger_marts
-from ledger_assets.defs.dbt.resources import MartsResource, dbt_project
+from ledger_assets.defs.dbt.resources import marts_run_resources
 from ledger_assets.defs.disputes.sensors import late_arrivals_sensor
 from ledger_assets.defs.lake.jobs import lake_apply_job
-from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.defs.resources import LakeResource
 from ledger_assets.lib.cdc import ChangeCapture
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.ingest.stripe_records import validate_objects
@@ -95,12 +94,7 @@ def _one_size(ctx: Context, rows: int, folder: Path) -> dict[str, float]:
         lake = LakeResource(root=str(folder / "lake"), slot_name=name, publication=name)
         state = folder / "state"
         os.environ["LEDGER_STATE_DIR"] = str(state)
-        resources = {
-            "postgres": PostgresResource(dsn=dsn),
-            "lake": lake,
-            "dbt": DbtCliResource(project_dir=dbt_project),
-            "marts": MartsResource(state_dir=str(state)),
-        }
+        resources = marts_run_resources(dsn, lake, state)
         try:
             build_lake(lake.capture_config(dsn), lake.layout)
             with psycopg.connect(dsn) as conn:

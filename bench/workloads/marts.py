@@ -153,23 +153,17 @@ def _dagster_overhead(
     dsn: str, layout: LakeLayout, state: Path, day: date, dbt_wall: float
 ) -> Figure:
     import dagster as dg
-    from dagster_dbt import DbtCliResource
 
     from ledger_assets.defs.dbt.assets import ledger_marts
-    from ledger_assets.defs.dbt.resources import MartsResource, dbt_project
-    from ledger_assets.defs.resources import LakeResource, PostgresResource
+    from ledger_assets.defs.dbt.resources import marts_run_resources
+    from ledger_assets.defs.resources import LakeResource
 
     os.environ["LEDGER_STATE_DIR"] = str(state)
     started = time.monotonic()
     result = dg.materialize(
         [ledger_marts],
         partition_key=day.isoformat(),
-        resources={
-            "dbt": DbtCliResource(project_dir=dbt_project),
-            "lake": LakeResource(root=str(layout.root)),
-            "postgres": PostgresResource(dsn=dsn),
-            "marts": MartsResource(state_dir=str(state)),
-        },
+        resources=marts_run_resources(dsn, LakeResource(root=str(layout.root)), state),
     )
     wall = time.monotonic() - started
     assert result.success

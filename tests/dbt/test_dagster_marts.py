@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
-from dagster_dbt import DbtCliResource
 
 from ledger_assets.defs.dbt.assets import MartsConfig, dbt_build_args, ledger_marts
-from ledger_assets.defs.dbt.resources import MartsResource, dbt_project
-from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.defs.dbt.resources import marts_run_resources
+from ledger_assets.defs.resources import LakeResource
+from ledger_assets.lib.marts.contracts import results_dir, write_results
 from ledger_assets.lib.marts.export import current_snapshot
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 from tests.dbt.conftest import Lake
@@ -55,12 +56,9 @@ def test_materializing_one_day_builds_checks_and_publishes(
     result = dg.materialize(
         [ledger_marts],
         partition_key="2025-03-10",
-        resources={
-            "dbt": DbtCliResource(project_dir=dbt_project),
-            "lake": LakeResource(root=str(seeded_lake.layout.root)),
-            "postgres": PostgresResource(dsn=seeded_lake.dsn),
-            "marts": MartsResource(state_dir=str(state)),
-        },
+        resources=marts_run_resources(
+            seeded_lake.dsn, LakeResource(root=str(seeded_lake.layout.root)), state
+        ),
     )
     assert result.success
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
@@ -71,3 +69,35 @@ def test_materializing_one_day_builds_checks_and_publishes(
     snapshot = current_snapshot(state / "marts")
     assert snapshot is not None
     assert (snapshot / "daily_pnl.parquet").exists()
+
+
+def test_an_open_reconciliation_mismatch_blocks_that_days_marts(
+    seeded_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("LEDGER_STATE_DIR", str(state))
+    monkeypatch.delenv("LEDGER_RECONCILIATION_GATING", raising=False)
+    mismatch = {
+        "check_run_id": "run-1", "checked_at": datetime(2025, 3, 12, tzinfo=UTC),
+        "watermark_lsn": "0/1", "tenant_id": 3, "local_date": date(2025, 3, 10),
+        "currency": "usd", "table_name": "stripe_charges", "status": "mismatch",
+        "pg_rows": 2, "lake_rows": 1, "pg_amount": 500, "lake_amount": 400, "pg_fee": 0,
+        "lake_fee": 0, "pg_net": 0, "lake_net": 0, "differing_keys": "ch_1",
+    }  # fmt: skip
+    write_results(results_dir(state), pa.Table.from_pylist([mismatch]))
+    resources = marts_run_resources(
+        seeded_lake.dsn, LakeResource(root=str(seeded_lake.layout.root)), state
+    )
+    blocked = dg.materialize(
+        [ledger_marts], partition_key="2025-03-10", resources=resources, raise_on_error=False
+    )
+    assert not blocked.success
+    failure = next(e for e in blocked.all_events if e.is_step_failure)
+    message = str(failure.event_specific_data)
+    assert "stripe_charges tenant 3 2025-03-10" in message
+    assert current_snapshot(state / "marts") is None, "nothing was published"
+    # Another day is not gated by it.
+    elsewhere = dg.materialize(
+        [ledger_marts], partition_key="2025-03-11", resources=resources, raise_on_error=False
+    )
+    assert elsewhere.success

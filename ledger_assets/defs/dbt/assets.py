@@ -23,6 +23,8 @@ After a successful build the marts are published as one Parquet snapshot (``lib.
 
 import json
 from collections.abc import Iterator, Mapping
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -31,6 +33,8 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from ledger_assets.defs.dbt.resources import MartsResource, dbt_project
 from ledger_assets.defs.lake.assets import LAKE_KEY_PREFIX
 from ledger_assets.defs.partitions import daily_partitions
+from ledger_assets.defs.reconciliation.gating import gate_marts_window
+from ledger_assets.defs.reconciliation.resources import ReconciliationResource
 from ledger_assets.defs.resources import LakeResource, PostgresResource
 from ledger_assets.lib.lake.sync import lake_tables
 from ledger_assets.lib.marts.export import export_marts, mart_tables
@@ -96,11 +100,27 @@ def dbt_build_args(window: dg.TimeWindow | None, config: MartsConfig) -> list[st
     return args
 
 
+def _manifest_is_stale() -> bool:
+    """No manifest, or a project file (model, macro, test, YAML) newer than it."""
+    manifest = dbt_project.manifest_path
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime_ns
+    project = Path(dbt_project.project_dir)
+    return any(
+        path.stat().st_mtime_ns > built
+        for pattern in ("*.yml", "models/**/*", "macros/**/*", "tests/**/*")
+        for path in project.glob(pattern)
+        if path.is_file()
+    )
+
+
 def _manifest_path() -> Any:
-    # `dagster dev` re-parses on load; elsewhere parse once if no manifest exists (a fresh
-    # clone, CI), so the code location loads without a separate build step.
+    # `dagster dev` re-parses on load; elsewhere parse when the manifest is missing (a fresh
+    # clone, CI) or older than the project (a pulled change), so the code location never loads
+    # models from an outdated manifest.
     dbt_project.prepare_if_dev()
-    if not dbt_project.manifest_path.exists():
+    if _manifest_is_stale():
         dbt_project.preparer.prepare(dbt_project)
     return dbt_project.manifest_path
 
@@ -120,15 +140,24 @@ def ledger_marts(
     lake: LakeResource,
     postgres: PostgresResource,
     marts: MartsResource,
+    reconciliation: ReconciliationResource,
     config: MartsConfig,
 ) -> Iterator[Any]:
     """Refresh the lake views, build the partition window's marts, publish them as Parquet."""
     with postgres.connect() as conn:
         tables = lake_tables(conn)
     window = context.partition_time_window if context.has_partition_key else None
+    days = build_window(window, config)
+    # Gating: a window holding a partition whose latest reconciliation is a mismatch is not
+    # built (blocking, the default) or is built with a warning (ARCHITECTURE.md §8).
+    gate = gate_marts_window(
+        context.log, reconciliation,
+        days.start if days else date.min, days.end if days else date.max,
+    )  # fmt: skip
+    context.log.info(f"reconciliation gate: {gate['reconciliation_gate']}")
     prepared = prepare_marts_database(
         marts.database, lake.layout, tables, postgres.dsn, marts.reconciliation_results,
-        window=build_window(window, config),
+        window=days,
     )  # fmt: skip
     context.log.info(
         f"marts database ready in {prepared.seconds:.2f} s: lake at {prepared.applied_lsn}, "

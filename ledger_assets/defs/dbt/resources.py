@@ -5,6 +5,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
+from ledger_assets.defs.reconciliation.resources import ReconciliationResource
+from ledger_assets.defs.resources import LakeResource, PostgresResource
 from ledger_assets.lib.marts.contracts import results_dir
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
@@ -38,3 +40,15 @@ DBT_RESOURCES: dict[str, object] = {
     "dbt": DbtCliResource(project_dir=dbt_project),
     "marts": MartsResource(state_dir=dg.EnvVar("LEDGER_STATE_DIR")),
 }
+
+
+def marts_run_resources(dsn: str, lake: LakeResource, state_dir: Path) -> dict[str, object]:
+    """Every resource a ``ledger_marts`` run needs, for runs outside the code location (tests,
+    benchmarks). dbt's profile reads ``LEDGER_STATE_DIR``, which must equal ``state_dir``."""
+    return {
+        "dbt": DbtCliResource(project_dir=dbt_project),
+        "lake": lake,
+        "postgres": PostgresResource(dsn=dsn),
+        "marts": MartsResource(state_dir=str(state_dir)),
+        "reconciliation": ReconciliationResource(state_dir=str(state_dir)),
+    }
