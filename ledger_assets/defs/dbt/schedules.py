@@ -1,10 +1,21 @@
 """Keep the marts fresh: a full build once, then the current days every five minutes."""
 
-from datetime import UTC, timedelta
+from datetime import UTC, date, timedelta
 
 import dagster as dg
 
 from ledger_assets.defs.dbt.assets import ledger_marts
+
+#: The days (relative to the UTC date) every tick rebuilds. Tenants run from UTC-11 to UTC+14:
+#: "today" is yesterday, today or tomorrow somewhere. Changes to earlier days are rebuilt by
+#: the late-arrivals sensor (defs/disputes), from the first day before these.
+SCHEDULED_DAYS = (-1, 0)
+
+
+def first_scheduled_day(today: date) -> date:
+    """The earliest day the schedule rebuilds when the UTC date is ``today``."""
+    return today + timedelta(days=min(SCHEDULED_DAYS))
+
 
 marts_job = dg.define_asset_job(
     "marts_job",
@@ -35,6 +46,5 @@ def marts_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]
                 tags={"ledger/marts": "full_refresh"},
             )
         ]
-    # Tenants run from UTC-11 to UTC+14: "today" is yesterday, today or tomorrow somewhere.
-    days = [moment.date() + timedelta(days=d) for d in (-1, 0)]
+    days = [moment.date() + timedelta(days=d) for d in SCHEDULED_DAYS]
     return [dg.RunRequest(partition_key=day.isoformat()) for day in days]

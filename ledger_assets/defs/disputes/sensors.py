@@ -5,7 +5,8 @@ months ago rewrites that charge's old cohort partition (and, when a later state 
 dispute arrives, the dispute's own day); ``lake_apply_job`` records a materialization for each
 rewritten partition with the disputes and the commit LSNs it came from. This sensor reads those
 materializations through a cursor over the event log (the storage id), keeps the ones on days
-older than the hot window, and requests one ``marts_job`` run per (trigger, day) — nothing else.
+the marts schedule does not rebuild (before UTC yesterday), and requests one ``marts_job`` run
+per (trigger, day) — nothing else.
 
 Run keys name the dispute(s) and the LSN that rewrote the day, so a second dispute on the same
 day (or a later state of the same dispute) is a new run and never deduplicated away. The run
@@ -16,13 +17,13 @@ which run and through which lake partitions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
-from ledger_assets.defs.dbt.schedules import marts_job
+from ledger_assets.defs.dbt.schedules import first_scheduled_day, marts_job
 from ledger_assets.defs.lake.assets import lake_asset_key, lake_partitions
-from ledger_assets.defs.lake.jobs import DISPUTES_KEY, HOT_WINDOW_DAYS, LSN_FROM_KEY, LSN_TO_KEY
+from ledger_assets.defs.lake.jobs import DISPUTES_KEY, LSN_FROM_KEY, LSN_TO_KEY
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 
 #: Materializations read per lake table and tick; a longer backlog drains over later ticks.
@@ -105,15 +106,10 @@ def late_run_requests(changes: list[LakeChange], before: date) -> list[dg.RunReq
     return requests
 
 
-def hot_window_start(today: date) -> date:
-    """The first day the current-days marts schedule and the hot overlays still cover."""
-    return today - timedelta(days=HOT_WINDOW_DAYS)
-
-
 @dg.sensor(
     name="late_arrivals_sensor",
-    description="Rebuild the mart days of lake partitions rewritten outside the hot window "
-    "(a late dispute on an old charge): one marts run per dispute and day.",
+    description="Rebuild the mart days of lake partitions rewritten before the days the marts "
+    "schedule rebuilds (a late dispute on an old charge): one marts run per dispute and day.",
     job_name=marts_job.name,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -140,7 +136,7 @@ def late_arrivals_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     if not records:
         return dg.SensorResult(skip_reason="no new lake materializations")
     changes = [c for c in map(lake_change, records) if c is not None]
-    requests = late_run_requests(changes, hot_window_start(date.today()))
+    requests = late_run_requests(changes, first_scheduled_day(datetime.now(UTC).date()))
     cursor = max(r.storage_id for r in records)
     context.log.info(
         f"{len(records)} lake materialization(s) up to storage id {cursor}: "
