@@ -32,7 +32,11 @@ from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.ingest.inbox import apply_stripe_events
 from ledger_assets.lib.lake.reader import create_lake_view
 from ledger_assets.lib.lake.sync import build_lake, lake_tables
-from ledger_assets.lib.lake.versions import create_lake_view_as_of, stored_versions
+from ledger_assets.lib.lake.versions import (
+    create_lake_view_as_of,
+    mark_published,
+    stored_versions,
+)
 from ledger_assets.lib.marts.contracts import results_dir
 from ledger_assets.lib.marts.prepare import prepare_marts_database
 from ledger_assets.lib.standins import DEFAULT_STRIPE_WEBHOOK_SECRET, LiveRates, StandinServers
@@ -92,8 +96,10 @@ def build_marts(run: DbtRun, *args: str) -> str:
     prepared = prepare_marts_database(
         run.database, run.lake.layout, run.lake.tables, run.lake.dsn, results_dir(run.state_dir)
     )
+    read_by_ns = time.time_ns()
     result = run.dbt(*args)
     assert result.returncode == 0, result.stdout[-4000:]
+    mark_published(run.lake.layout, read_by_ns)  # as the marts asset does after publishing
     assert prepared.applied_lsn is not None
     return prepared.applied_lsn
 

@@ -19,6 +19,7 @@ from ledger_assets.lib.lake.versions import (
     RETENTION_DAYS,
     VersionExpiredError,
     create_lake_view_as_of,
+    mark_published,
     prune_versions,
     stored_versions,
 )
@@ -54,7 +55,9 @@ def rows(day: date, *charges: tuple[str, int, int]) -> pa.Table:
 
 
 def at_watermark(layout: LakeLayout, lsn: int) -> None:
+    """The lake reaches ``lsn`` and a report is published from it."""
     write_lake_state(layout, LakeState(applied_end=Lsn(lsn), seeded_lsn=Lsn(1)))
+    mark_published(layout, time.time_ns())
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, view: str) -> list[tuple[object, ...]]:
@@ -107,9 +110,28 @@ def test_reading_as_of_a_watermark_reproduces_every_earlier_state(layout: LakeLa
 
 def test_no_versions_while_the_lake_is_seeding(layout: LakeLayout) -> None:
     write_lake_state(layout, LakeState(applied_end=Lsn(10), seeded_lsn=Lsn(20)))
+    mark_published(layout, time.time_ns())
     key = PartitionKey(TABLE.name, 1, OLD_DAY)
     assert write_partition(layout, TABLE, key, rows(OLD_DAY, ("ch_a", 1, 15))).changed
     assert stored_versions(layout, TABLE.name) == []
+
+
+def test_content_no_report_read_is_replaced_without_a_version(layout: LakeLayout) -> None:
+    key = PartitionKey(TABLE.name, 1, NEW_DAY)
+    write_lake_state(layout, LakeState(applied_end=Lsn(1000), seeded_lsn=Lsn(1)))
+    # Nothing published yet: the day's successive states are not kept.
+    for n in range(3):
+        assert write_partition(layout, TABLE, key, rows(NEW_DAY, ("ch_c", n + 1, 1001))).changed
+    assert stored_versions(layout, TABLE.name) == []
+    mark_published(layout, time.time_ns())  # a report reads the third state
+    assert write_partition(layout, TABLE, key, rows(NEW_DAY, ("ch_c", 9, 1002))).changed
+    assert write_partition(layout, TABLE, key, rows(NEW_DAY, ("ch_c", 10, 1003))).changed
+    (kept,) = stored_versions(layout, TABLE.name)
+    con = duckdb.connect()
+    view = create_lake_view_as_of(con, layout, TABLE, Lsn(1000), name="published")
+    read = [r for r in snapshot(con, view) if r[0] == "ch_c"]
+    assert read == [("ch_c", 3, NEW_DAY)], "what the report read"
+    assert kept.key == key
 
 
 def test_pruning_keeps_the_retention_period_and_then_fails_closed(layout: LakeLayout) -> None:

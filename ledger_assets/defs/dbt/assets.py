@@ -22,6 +22,7 @@ After a successful build the marts are published as one Parquet snapshot (``lib.
 """
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from datetime import date
 from pathlib import Path
@@ -37,6 +38,7 @@ from ledger_assets.defs.reconciliation.gating import gate_marts_window
 from ledger_assets.defs.reconciliation.resources import ReconciliationResource
 from ledger_assets.defs.resources import LakeResource, PostgresResource
 from ledger_assets.lib.lake.sync import lake_tables
+from ledger_assets.lib.lake.versions import mark_published
 from ledger_assets.lib.marts.export import export_marts, mart_tables
 from ledger_assets.lib.marts.prepare import BuildWindow, prepare_marts_database
 
@@ -159,6 +161,8 @@ def ledger_marts(
         marts.database, lake.layout, tables, postgres.dsn, marts.reconciliation_results,
         window=days,
     )  # fmt: skip
+    # Every lake file older than this may be read by the views just created (the report).
+    read_by_ns = time.time_ns()
     context.log.info(
         f"marts database ready in {prepared.seconds:.2f} s: lake at {prepared.applied_lsn}, "
         f"{sum(prepared.lake_files.values())} lake files (days outside the window: "
@@ -174,6 +178,8 @@ def ledger_marts(
         source_lsn=prepared.applied_lsn,
         seeded_lsn=prepared.seeded_lsn,
     )
+    # From now on, replacing content this report read keeps it as a version (as-of reads).
+    mark_published(lake.layout, read_by_ns)
     context.log.info(
         f"published marts snapshot {report.snapshot.name} in {report.seconds:.2f} s: {report.rows}"
     )

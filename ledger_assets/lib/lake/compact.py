@@ -90,7 +90,12 @@ def _compact_day(layout: LakeLayout, lake_table: LakeTable, day: date, tenants: 
     base.parent.mkdir(parents=True, exist_ok=True)
     # The new base holds every overlay's rows before any overlay goes away, so a reader sees
     # each partition's rows at every instant (overlay first, then the base).
+    # The new base's mtime is the oldest of the files it replaces: partition versions treat
+    # content as "possibly in a report" when it is older than the newest report's read time
+    # (versions.keep_version), and folding it into a new file must not make it look newer.
+    since = min(p.stat().st_mtime_ns for p in [*overlays, *([base] if base.exists() else [])])
     atomic_write_bytes(base, parquet_bytes(table))
+    os.utime(base, ns=(since, since))
     for path in overlays:
         path.unlink()
     return int(table.num_rows)

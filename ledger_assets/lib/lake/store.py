@@ -67,15 +67,16 @@ def write_partition(
     data = parquet_bytes(ordered)
     digest = hashlib.sha256(data).hexdigest()
     path = layout.overlay_file(key)
-    previous = (
-        path.read_bytes()
-        if path.exists()
-        else parquet_bytes(_ordered(lake_table, read_partitions(layout, lake_table, [key])))
-    )
+    base = layout.base_file(key.table, key.local_date)
+    if path.exists():
+        previous, since_ns = path.read_bytes(), path.stat().st_mtime_ns
+    else:
+        previous = parquet_bytes(_ordered(lake_table, read_partitions(layout, lake_table, [key])))
+        since_ns = base.stat().st_mtime_ns if base.exists() else 0
     lsns = tuple(sorted(int(v) for v in pc.unique(ordered.column(ROW_LSN)).to_pylist() if v))
     if hashlib.sha256(previous).hexdigest() == digest:
         return PartitionWrite(key, ordered.num_rows, digest, changed=False, lsns=lsns)
-    keep_version(layout, key, previous)
+    keep_version(layout, key, previous, since_ns)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
     return PartitionWrite(key, ordered.num_rows, digest, changed=True, lsns=lsns)

@@ -14,11 +14,16 @@ for partitions that have none (they have not changed since ``L``). When two writ
 partition at the same watermark (a repair, then another), the first version — the content
 readers at ``W`` saw — is kept.
 
+Only content a published report can have read is kept (:func:`mark_published`, called after each
+marts snapshot): a partition of the current day is rewritten on every CDC tick, and keeping each
+intermediate state nobody reported on would cost a file per tick. "As of" is therefore exact at
+the positions reports were built from, which is what reproducing a report needs.
+
 Retention: versions older than :data:`RETENTION_DAYS` are pruned by the nightly compaction job;
 the highest watermark pruned is recorded (``<table>/_versions/PRUNED``), and reading as of a
-position at or before it fails instead of silently mixing in newer content. Cost: one file per
-replaced partition (the whole previous partition, zstd Parquet, a few KB for a tenant-day), see
-ARCHITECTURE.md §7 for the measured figures.
+position at or before it fails instead of silently mixing in newer content. Cost: at most one
+file per partition and published report (the whole previous partition, zstd Parquet, a few KB
+for a tenant-day), see ARCHITECTURE.md §7 for the measured figures.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ VERSIONS_DIR = "_versions"
 #: (month-end closes are re-run in the following days), plus a few days of slack.
 RETENTION_DAYS = 35
 _PRUNED = "PRUNED"
+_PUBLISHED = "published_by_ns"
 
 
 class VersionExpiredError(LookupError):
@@ -60,15 +66,45 @@ def version_file(layout: LakeLayout, key: PartitionKey, watermark: Lsn) -> Path:
     )  # fmt: skip
 
 
-def keep_version(layout: LakeLayout, key: PartitionKey, previous: bytes) -> Path | None:
-    """Keep ``previous`` (a partition's file bytes) as the version superseded now.
+def mark_published(layout: LakeLayout, read_by_ns: int) -> None:
+    """Record that a published report read the lake's files as they were at ``read_by_ns``.
 
-    Nothing is kept while the lake is seeding: no report can have been built from it yet.
-    Returns the version file, or None when nothing was kept.
+    Called after a marts snapshot is published, with a time taken after its lake views were
+    created: every file content older than that may be behind a report, so replacing it later
+    keeps it as a version. The mark only moves forward.
+    """
+    current = published_by_ns(layout)
+    if current is not None and current >= read_by_ns:
+        return
+    path = layout.root / "_state" / _PUBLISHED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, str(read_by_ns).encode())
+
+
+def published_by_ns(layout: LakeLayout) -> int | None:
+    """The read time of the newest published report (None: nothing published yet)."""
+    path = layout.root / "_state" / _PUBLISHED
+    return int(path.read_text()) if path.exists() else None
+
+
+def keep_version(
+    layout: LakeLayout, key: PartitionKey, previous: bytes, previous_since_ns: int
+) -> Path | None:
+    """Keep ``previous`` (a partition's file bytes) as the version superseded now, if a
+    published report can have read it.
+
+    ``previous_since_ns`` is when that content was written (its file's mtime; 0 for a partition
+    that never had rows). Content written after the newest report read the lake was never in a
+    report: replacing it keeps nothing. That bounds versions to one per partition per published
+    report, instead of one per CDC tick (a hot partition is rewritten every few seconds).
+    Nothing is kept while the lake is seeding either. Returns the version file, or None.
     """
     # Imported here: sync imports apply, which imports store, which imports this module.
     from ledger_assets.lib.lake.sync import read_lake_state
 
+    published = published_by_ns(layout)
+    if published is None or previous_since_ns > published:
+        return None
     state = read_lake_state(layout)
     if state.seeding or state.applied_end is None:
         return None
