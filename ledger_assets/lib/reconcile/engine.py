@@ -417,6 +417,11 @@ def _locked(layout: LakeLayout, names: Iterable[str]) -> Iterator[None]:
         yield
 
 
+def _days_of(parts: set[tuple[int, date]] | None) -> set[date] | None:
+    """The days whose files hold ``parts`` (None: every file)."""
+    return None if parts is None else {day for _, day in parts}
+
+
 def _register_scope(
     lake: duckdb.DuckDBPyConnection, name: str, parts: set[tuple[int, date]] | None
 ) -> tuple[str, list[object]]:
@@ -510,14 +515,13 @@ def _compare_table(
     """Compare one table; ``postgres`` is its snapshot totals, being computed meanwhile."""
     name = lake_table.name
     spec = SPECS[name]
-    days = None if parts is None else {day for _, day in parts}
     with _locked(layout, [name]):
         # Under the writer lock the table's files cannot change, and everything they hold
         # is landed: the change log read now names every key whose image may differ.
         window.refresh()
         excluded = window.keys(name)
         began = time.monotonic()
-        view = create_lake_view(lake, layout, lake_table, name=f"lake_{name}", days=days)
+        view = create_lake_view(lake, layout, lake_table, name=f"lake_{name}", days=_days_of(parts))
         scope = _register_scope(lake, "scope", parts)
         _lake_totals(lake, view, spec, scope, excluded)
         outcome.lake_seconds += time.monotonic() - began
@@ -668,14 +672,18 @@ def _check_identities(
         po_skip = window.keys(po) | window.referenced(bt, "payout")
         _materialize(lake, "bt_flying", pa.table({"k": pa.array(sorted(bt_keys), pa.string())}))
         _materialize(lake, "po_flying", pa.table({"k": pa.array(sorted(po_skip), pa.string())}))
-        bt_view = create_lake_view(lake, layout, tables[bt], name="ident_bt")
-        po_view = create_lake_view(lake, layout, tables[po], name="ident_po")
-        bt_scope = _register_scope(
-            lake, "bt_scope", None if plan.partitions is None else plan.partitions[bt]
+        bt_parts = None if plan.partitions is None else plan.partitions[bt]
+        po_parts = None if plan.partitions is None else plan.partitions[po]
+        # The transactions a payout sweeps lie on any earlier day: that side reads every file.
+        all_bt_view = create_lake_view(lake, layout, tables[bt], name="ident_all_bt")
+        bt_view = create_lake_view(
+            lake, layout, tables[bt], name="ident_bt", days=_days_of(bt_parts)
         )
-        po_scope = _register_scope(
-            lake, "po_scope", None if plan.partitions is None else plan.partitions[po]
+        po_view = create_lake_view(
+            lake, layout, tables[po], name="ident_po", days=_days_of(po_parts)
         )
+        bt_scope = _register_scope(lake, "bt_scope", bt_parts)
+        po_scope = _register_scope(lake, "po_scope", po_parts)
         bt_clause, bt_params = bt_scope
         po_clause, po_params = po_scope
         fee_sum = (
@@ -713,10 +721,10 @@ def _check_identities(
                 and (p.balance_transaction is null
                      or p.balance_transaction not in (select k from bt_flying))
             ), swept as (
-                select b.payout, sum(b.net) as net from {bt_view} b
+                select b.payout, sum(b.net) as net from {all_bt_view} b
                 where b.payout in (select id from judged) group by b.payout
             ), own as (
-                select b.id, b.amount from {bt_view} b
+                select b.id, b.amount from {all_bt_view} b
                 where b.id in (select balance_transaction from judged)
             )
             select j.id, j.tenant_id, j.amount, coalesce(s.net, 0), j.balance_transaction, o.amount
