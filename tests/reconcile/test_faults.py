@@ -38,6 +38,11 @@ def test_clean_lake_passes(env: Env) -> None:
     results = report.results_table()
     assert results.num_rows > 0
     assert set(results.column("status").to_pylist()) == {"match"}
+    # One results row per (table, tenant, day, currency), the categories' groups summed.
+    groups = {(c.table, c.tenant_id, c.local_date, c.currency) for c in report.comparisons}
+    assert results.num_rows == len(groups) < report.groups.num_rows
+    assert pc.sum(results.column("pg_rows")).as_py() == report.rows_compared
+    assert results.column("pg_amount") == results.column("lake_amount")
 
 
 def test_one_cent_changed_in_a_parquet_file(env: Env) -> None:

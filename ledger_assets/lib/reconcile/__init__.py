@@ -44,12 +44,20 @@ straddle, and proves that the rest must be identical:
 6. The in-flight keys' partitions (old and new rows, as ``lake.apply.touched_partitions``
    computes them) are returned as ``deferred``; the next incremental cycle compares them.
 
-Costs of the lock: apply waits for at most one table's lake aggregation (the Postgres side runs
-before the lock). Identities take the payouts and balance-transaction locks together (sorted;
-no other writer holds two).
+Costs of the lock: apply waits for at most one table's comparison, the longer of its lake and
+Postgres aggregations (they run at the same time: a worker thread runs the table's aggregate
+on the snapshot connection, started before the lock is requested, while DuckDB reads the
+files) plus the in-memory join. Identities take the payouts and balance-transaction locks
+together (sorted; no other writer holds two).
 
 Scope and cost
 --------------
+Both sides aggregate in their own engine; the Postgres groups come over as CSV through
+``COPY ... TO STDOUT`` into Arrow, and one full outer join per table in DuckDB yields every
+group's two totals: only the mismatching groups become Python objects, and the report keeps
+every group as an Arrow table (``ReconciliationReport.groups``). A lake view lists and opens
+only the files of the days a cycle compares (``create_lake_view(days=...)``).
+
 ``full`` compares every partition (a full scan of each table on both sides). ``incremental``
 compares the partitions touched by batches between the last cycle's W0 and this one's, last
 cycle's deferred and failed partitions, and a rolling sweep of ``ceil(days / sweep_cycles)``
@@ -57,8 +65,11 @@ days for every tenant (the sweep cursor and the watermark live in
 ``<state dir>/reconciliation/incremental.json``; 96 cycles, one day of 15-minute cycles, by
 default). In Postgres a restricted cycle joins per-tenant UTC windows (consecutive days merged)
 against the ``(tenant_id, created)`` / ``(tenant_id, date)`` indexes: rows read per cycle are
-the rows of the compared partitions, about ``rows / sweep_cycles`` plus the touched days (for
-refunds, disputes and payouts, which have no such index, a sequential scan of those tables).
+the rows of the compared partitions, about ``rows / sweep_cycles`` plus the touched days
+(refunds, disputes and payouts got their indexes in migration 0004). The payout identity
+is the one lake read that does not shrink with the scope: a payout's balance transactions lie
+on any earlier day, so it reads the ``payout``, ``net`` and ``amount`` columns of every
+balance-transaction file.
 """
 
 from ledger_assets.lib.reconcile.engine import reconcile

@@ -78,9 +78,6 @@ class Totals:
         )
 
 
-ZERO = Totals(0, 0, 0, 0)
-
-
 @dataclass(frozen=True)
 class Mismatch:
     """One (table, tenant, day, currency, category) whose totals differ, with its drill-down.
