@@ -10,12 +10,15 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ledger_assets.defs.cdc.checks import slot_is_healthy
 from ledger_assets.defs.cdc.sensors import cdc_capture_sensor, lake_seed_sensor
+from ledger_assets.defs.lake import jobs
 from ledger_assets.defs.lake.assets import LAKE_ASSETS, lake_asset_key
-from ledger_assets.defs.lake.jobs import lake_apply_job, lake_seed_job
+from ledger_assets.defs.lake.jobs import lake_apply_job, lake_compaction_job, lake_seed_job
+from ledger_assets.defs.reconciliation.resources import ReconciliationResource
 from ledger_assets.defs.resources import LakeResource, PostgresResource
-from ledger_assets.lib.cdc import ChangeCapture
+from ledger_assets.lib.cdc import ChangeCapture, list_batches
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.lake.sync import read_lake_state
+from ledger_assets.lib.reconcile.state import IncrementalState, write_incremental_state
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
 
 
@@ -107,3 +110,30 @@ def test_slot_health_check_fails_closed_when_the_slot_is_gone(env: Any) -> None:
     assert not broken.passed
     assert broken.severity == dg.AssetCheckSeverity.ERROR
     assert "replication slot is missing" in (broken.description or "")
+
+
+def test_compaction_prunes_the_change_log_up_to_every_readers_position(
+    env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dsn, resources, instance = env
+    lake: LakeResource = resources["lake"]
+    assert lake_seed_job.execute_in_process(resources=resources, instance=instance).success
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("update ledger.stripe_charges set description = 'x' where id = "
+                     "(select min(id) from ledger.stripe_charges)")  # fmt: skip
+    assert isinstance(tick(cdc_capture_sensor, instance, resources), dg.RunRequest)
+    assert lake_apply_job.execute_in_process(resources=resources, instance=instance).success
+    assert list_batches(lake.changelog_dir)
+    monkeypatch.setattr(jobs, "CHANGELOG_RETENTION_S", 0)
+    recon = ReconciliationResource(state_dir=str(tmp_path / "state"))
+    # Reconciliation's last cycle is still at the first batch's start: nothing past it goes.
+    first = list_batches(lake.changelog_dir)[0]
+    write_incremental_state(recon.root, IncrementalState(last_watermark=str(first.start)))
+    compaction = {**resources, "reconciliation": recon}
+    assert lake_compaction_job.execute_in_process(resources=compaction, instance=instance).success
+    assert list_batches(lake.changelog_dir)[0] == first
+    write_incremental_state(recon.root, IncrementalState(last_watermark=None))
+    assert lake_compaction_job.execute_in_process(resources=compaction, instance=instance).success
+    watermark = read_lake_state(lake.layout).applied_end
+    assert watermark is not None
+    assert all(ref.end > watermark for ref in list_batches(lake.changelog_dir))

@@ -1,25 +1,31 @@
 """Runs that write the lake: seed it, apply CDC batches, compact old overlays."""
 
+import time
 from datetime import date, timedelta
 
 import dagster as dg
 
 from ledger_assets.defs.lake.assets import lake_asset_key
 from ledger_assets.defs.partitions import LAKE_START_DATE, tenant_partitions
+from ledger_assets.defs.reconciliation.resources import ReconciliationResource
 from ledger_assets.defs.resources import LakeResource, PostgresResource
 from ledger_assets.lib.cdc import ChangeCapture, reset_capture
+from ledger_assets.lib.cdc.changelog import prunable_end, prune_batches
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.cdc.state import read_state
 from ledger_assets.lib.lake.compact import compact
 from ledger_assets.lib.lake.lineage import dispute_changes, rewrite_lineage
-from ledger_assets.lib.lake.sync import apply_landed, lake_tables, seed_lake
+from ledger_assets.lib.lake.sync import apply_landed, lake_tables, read_lake_state, seed_lake
 from ledger_assets.lib.lake.versions import RETENTION_DAYS, prune_versions
+from ledger_assets.lib.reconcile.state import read_incremental_state
 
 #: Lake runs go ahead of queued ingestion runs: they are what makes changes visible.
 LAKE_PRIORITY = {"dagster/priority": "5"}
 
 #: Days still receiving changes keep their overlays; older ones are folded into day files.
 HOT_WINDOW_DAYS = 3
+#: Change-log batches are kept a week after landing even once applied (audits, re-checks).
+CHANGELOG_RETENTION_S = 7 * 86_400
 _FIRST_DAY = date.fromisoformat(LAKE_START_DATE)
 #: Metadata keys of a lake materialization that the late-arrivals sensor reads.
 DISPUTES_KEY = "ledger/disputes"
@@ -131,9 +137,13 @@ def apply_change_log(
 
 @dg.op(pool="lake_writer")
 def compact_lake(
-    context: dg.OpExecutionContext, postgres: PostgresResource, lake: LakeResource
+    context: dg.OpExecutionContext,
+    postgres: PostgresResource,
+    lake: LakeResource,
+    reconciliation: ReconciliationResource,
 ) -> None:
-    """Fold overlays older than the hot window into their day files; prune old versions."""
+    """Fold overlays older than the hot window into their day files; prune old versions and
+    change-log batches every reader has passed."""
     before = date.today() - timedelta(days=HOT_WINDOW_DAYS)
     with postgres.connect() as conn:
         tables = lake_tables(conn)
@@ -147,6 +157,20 @@ def compact_lake(
         context.log.info(
             f"lake/{pruned.table} versions: pruned {pruned.files} ({pruned.bytes} bytes) older "
             f"than {RETENTION_DAYS} days; kept {pruned.kept_files} ({pruned.kept_bytes} bytes)"
+        )
+    # The change log's readers: the lake (its watermark) and reconciliation's incremental cycle
+    # (the batches since its last watermark name the partitions it must compare).
+    recon = read_incremental_state(reconciliation.root)
+    readers = [
+        read_lake_state(lake.layout).applied_end,
+        Lsn.parse(recon.last_watermark) if recon and recon.last_watermark else None,
+    ]
+    upto = prunable_end(lake.changelog_dir, readers, CHANGELOG_RETENTION_S, time.time())
+    if upto is not None:
+        log_pruned = prune_batches(lake.changelog_dir, upto)
+        context.log.info(
+            f"change log pruned through {upto}: {log_pruned.batches} batches, "
+            f"{log_pruned.files} files, {log_pruned.bytes} bytes"
         )
 
 

@@ -303,6 +303,19 @@ def prune_batches(folder: Path, upto: Lsn) -> PruneReport:
     return PruneReport(batches, files, size)
 
 
+def prunable_end(
+    folder: Path, readers: Iterable[Lsn | None], keep_seconds: float, now: float
+) -> Lsn | None:
+    """How far the change log may be pruned: no further than any reader's position (a None
+    reader has not started and needs nothing), and keeping every batch landed in the last
+    ``keep_seconds`` (recent history, for audits and for re-checking what CDC carried).
+    None: nothing may be pruned."""
+    old = [ref.end for ref in list_batches(folder) if ref.path.stat().st_mtime < now - keep_seconds]
+    if not old:
+        return None
+    return min([max(old), *(r for r in readers if r is not None)])
+
+
 def _end_of(stem: str) -> Lsn | None:
     _, _, tail = stem.partition("-")
     try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pyarrow.parquet as pq
@@ -22,7 +24,8 @@ from ledger_assets.lib.cdc import (
     reset_capture,
 )
 from ledger_assets.lib.cdc import slot as slots
-from ledger_assets.lib.cdc.changelog import PruneReport, prune_batches
+from ledger_assets.lib.cdc.changelog import PruneReport, prunable_end, prune_batches
+from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.cdc.pgoutput import UNCHANGED_TOAST, Update, decode
 from tests.lib.cdc.helpers import (
     assert_lake_equals_postgres,
@@ -407,3 +410,16 @@ def test_pruned_history_keeps_capture_going(config: CaptureConfig) -> None:
     assert [r["key"] for r in change_rows(config, "stripe_charges")] == ["ch_prune_2", "ch_prune_3"]
     assert third[0].start == second[-1].end
     assert prune_batches(config.changelog_dir, first[-1].end) == PruneReport(0, 0, 0)
+
+
+def test_the_prune_bound_keeps_recent_batches_and_every_readers_position(tmp_path: Path) -> None:
+    now = 1_000_000.0
+    for start, end, age in ((0x10, 0x20, 9 * 86_400), (0x20, 0x30, 8 * 86_400), (0x30, 0x40, 60)):
+        manifest = tmp_path / f"{Lsn(start).hex16}-{Lsn(end).hex16}.json"
+        manifest.write_text("{}")
+        os.utime(manifest, (now - age, now - age))
+    week = 7 * 86_400
+    assert prunable_end(tmp_path, [Lsn(0x40)], week, now) == Lsn(0x30)
+    assert prunable_end(tmp_path, [Lsn(0x40), Lsn(0x20)], week, now) == Lsn(0x20)
+    assert prunable_end(tmp_path, [None], week, now) == Lsn(0x30)
+    assert prunable_end(tmp_path, [Lsn(0x40)], 10 * 86_400, now) is None
