@@ -23,6 +23,14 @@ shows a late dispute within seconds of its snapshot, well inside the marts run's
 
 Every data endpoint calls :func:`.auth.tenant_scope` with every tenant id the client sent (path,
 query string, body) before it reads anything; the queries only accept its result.
+
+Where requests run: on the event loop first, with a reader that only looks results up (a
+verified token, the served snapshot and cached results are all in memory). Anything that needs a
+query or file I/O raises :class:`WouldBlock`, and the request is run again in a worker thread,
+at most ``query_threads`` at a time. On a small machine a thread hop costs more than a cached
+answer, and dozens of threads contending with the loop for the GIL collapse throughput; the
+queries themselves use DuckDB's own threads. A new snapshot is opened and its default views
+computed by a watcher thread before it is served (see :class:`.snapshot.SnapshotSource`).
 """
 
 from __future__ import annotations
@@ -31,16 +39,19 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pyarrow as pa
 import pyarrow.parquet as pq
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -63,8 +74,13 @@ from ledger_assets.dashboard.queries import (
     Report,
     local_time,
 )
-from ledger_assets.dashboard.snapshot import NoSnapshotError, Snapshot, SnapshotSource
-from ledger_assets.dashboard.tenants import Tenant, TenantDirectory, postgres_tenants
+from ledger_assets.dashboard.snapshot import (
+    NoSnapshotError,
+    Snapshot,
+    SnapshotSource,
+    WouldBlock,
+)
+from ledger_assets.dashboard.tenants import Tenant, postgres_tenants
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.logs import get_logger
 from ledger_assets.lib.money import CURRENCY_EXPONENTS
@@ -86,6 +102,12 @@ class DashboardConfig:
     poll_seconds: float = 5.0
     #: Overrides the tenant directory's loader (tests, or a deployment without a DSN).
     tenant_loader: Callable[[], dict[int, Tenant]] | None = None
+    #: How often the watcher looks for a newly published snapshot (one ``stat``).
+    watch_seconds: float = 0.5
+    #: At most this long computing every tenant's default views before serving a new snapshot.
+    warm_seconds: float = 10.0
+    #: Worker threads for requests that need a query (cache misses, exports).
+    query_threads: int = 3
 
 
 class BadRequestError(Exception):
@@ -157,14 +179,18 @@ def _totals(report: Report, table: pa.Table) -> list[dict[str, Any]]:
 
 def build_dashboard(config: DashboardConfig) -> Starlette:
     secret = check_secret(config.secret)
-    snapshots = SnapshotSource(config.export_root)
     reader = MartReader()
     loader = config.tenant_loader
     if loader is None:
         if config.dsn is None:
             raise ValueError("the dashboard needs a DSN or a tenant loader for the directory")
         loader = postgres_tenants(config.dsn)
-    directory = TenantDirectory(loader)
+
+    def warm(snapshot: Snapshot) -> None:
+        snapshot.warmed.update(reader.warm(snapshot, config.warm_seconds))
+
+    snapshots = SnapshotSource(config.export_root, loader, warm)
+    limiter = anyio.CapacityLimiter(config.query_threads)
     page = (
         (STATIC / "index.html")
         .read_text()
@@ -176,17 +202,22 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
         return verify_token(_bearer(request), secret)
 
     def scoped(
-        request: Request, body: Mapping[str, Any] | None = None
+        request: Request, reader: MartReader, body: Mapping[str, Any] | None = None
     ) -> tuple[Claims, Snapshot, Mapping[int, Tenant], TenantScope]:
         """Authenticate, resolve the snapshot, then THE scope decision (auth.tenant_scope)."""
         claims = authenticate(request)
-        snapshot = snapshots.current()
-        tenants = directory.tenants(snapshot.version)
+        snapshot = snapshots.current(reader.blocking)
+        tenants = snapshot.tenants
         scope = tenant_scope(claims, _requested_tenants(request, body), tenants.keys())
         return claims, snapshot, tenants, scope
 
     def period_for(
-        report: Report, snapshot: Snapshot, scope: TenantScope, start: str | None, end: str | None
+        reader: MartReader,
+        report: Report,
+        snapshot: Snapshot,
+        scope: TenantScope,
+        start: str | None,
+        end: str | None,
     ) -> Period:
         start_day, end_day = _date(start, "start"), _date(end, "end")
         if end_day is None:
@@ -211,11 +242,11 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
             raise NotFoundError(f"no report {name!r}")
         return REPORTS[name]
 
-    # -- handlers (blocking; run in the thread pool) -------------------------------------
+    # -- handlers (see the module's docs for where they run) -----------------------------
 
-    def version(request: Request) -> Response:
+    def version(request: Request, reader: MartReader) -> Response:
         authenticate(request)
-        snapshot = snapshots.current()
+        snapshot = snapshots.current(reader.blocking)
         etag = f'"{snapshot.version}"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if request.headers.get("if-none-match") == etag:
@@ -229,8 +260,8 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
             headers=headers,
         )
 
-    def me(request: Request) -> Response:
-        claims, _, tenants, scope = scoped(request)
+    def me(request: Request, reader: MartReader) -> Response:
+        claims, _, tenants, scope = scoped(request, reader)
         visible = [tenants[t] for t in scope.tenant_ids if t in tenants]
         return JSONResponse(
             {
@@ -255,17 +286,18 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
             }
         )  # fmt: skip
 
-    def view(request: Request) -> Response:
-        _, snapshot, tenants, scope = scoped(request)
+    def view(request: Request, reader: MartReader) -> Response:
+        _, snapshot, tenants, scope = scoped(request, reader)
         report = report_of(request.path_params["report"])
         tenant = tenants.get(scope.single)
         if tenant is None:
             raise NotFoundError("unknown tenant")
         period = period_for(
-            report, snapshot, scope,
+            reader, report, snapshot, scope,
             request.query_params.get("start"), request.query_params.get("end"),
         )  # fmt: skip
-        recon = reader.reconciliation_summary(snapshot, scope, period)
+        covered = report.covered(period)
+        recon = reader.reconciliation_summary(snapshot, scope, covered)
         etag = '"{}"'.format(
             hashlib.blake2b(
                 json.dumps(
@@ -279,42 +311,57 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
         cache_headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=cache_headers)
-        table = reader.report(snapshot, report, scope, period)
-        names = [c.name for c in report.columns]
-        columns = [table.column(n).to_pylist() for n in names]
-        rows = [
-            [_json_value(v, tenant.time_zone) for v in row] for row in zip(*columns, strict=True)
-        ]
-        currencies = set(table.column("currency").to_pylist()) if report.has_currency else set()
-        tags = snapshot.tags
-        behind = (
-            None if tags is None or report.depends == "snapshot"
-            else tags.latest(scope.tenant_ids, *report.source_days(period))
-        )  # fmt: skip
-        recon["last_checked_at_local"] = local_time(
-            datetime.fromisoformat(recon["last_checked_at"]) if recon["last_checked_at"] else None,
-            tenant.time_zone,
-        )
-        return JSONResponse(
-            {
+
+        def render() -> tuple[bytes, str | None]:
+            """Everything but the snapshot's own metadata, serialized: a function of the ETag
+            (and the tenant's name and zone), so it is cached under it across snapshots."""
+            table = reader.report(snapshot, report, scope, period)
+            names = [c.name for c in report.columns]
+            columns = [table.column(n).to_pylist() for n in names]
+            rows = [
+                [_json_value(v, tenant.time_zone) for v in row]
+                for row in zip(*columns, strict=True)
+            ]
+            currencies = set(table.column("currency").to_pylist()) if report.has_currency else set()
+            tags = snapshot.tags
+            behind = (
+                None if tags is None or report.depends == "snapshot"
+                else tags.latest(scope.tenant_ids, *report.source_days(period))
+            )  # fmt: skip
+            shown = {
+                **recon,
+                "last_checked_at_local": local_time(
+                    datetime.fromisoformat(recon["last_checked_at"])
+                    if recon["last_checked_at"] else None,
+                    tenant.time_zone,
+                ),
+            }  # fmt: skip
+            body = {
                 "report": report.name,
                 "title": report.title,
                 "tenant": {"tenant_id": tenant.tenant_id, "name": tenant.name,
                            "time_zone": tenant.time_zone},
                 "period": {"start": period.start.isoformat(), "end": period.end.isoformat()},
+                "covers": {"start": covered.start.isoformat(), "end": covered.end.isoformat()},
                 "columns": names,
                 "rows": rows,
                 "totals": _totals(report, table),
                 "exponents": {c: CURRENCY_EXPONENTS.get(c, 2) for c in currencies},
-                "meta": {**meta(snapshot, tenant.time_zone),
-                         "data_lsn": None if behind is None else str(Lsn(behind))},
-                "reconciliation": recon,
-            },
-            headers={**cache_headers, "X-Ledger-Snapshot": snapshot.version},
-        )  # fmt: skip
+                "reconciliation": shown,
+            }  # fmt: skip
+            return _json(body), None if behind is None else str(Lsn(behind))
 
-    def export(request: Request, body: Mapping[str, Any] | None) -> Response:
-        _, snapshot, tenants, scope = scoped(request, body)
+        fragment, data_lsn = reader.cached(("body", tenant, etag), render)
+        head = _json({"meta": {**meta(snapshot, tenant.time_zone), "data_lsn": data_lsn}})
+        # Two JSON objects joined into one: {"meta": ...} and the cached {"report": ...}.
+        return Response(
+            head[:-1] + b"," + fragment[1:],
+            media_type="application/json",
+            headers={**cache_headers, "X-Ledger-Snapshot": snapshot.version},
+        )
+
+    def export(request: Request, reader: MartReader, body: Mapping[str, Any] | None) -> Response:
+        _, snapshot, tenants, scope = scoped(request, reader, body)
         fields: dict[str, Any] = dict(request.query_params)
         if body:
             fields.update({k: v for k, v in body.items() if isinstance(v, str)})
@@ -325,9 +372,9 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
         tenant = tenants.get(scope.single)
         if tenant is None:
             raise NotFoundError("unknown tenant")
-        period = period_for(report, snapshot, scope, fields.get("start"), fields.get("end"))
+        period = period_for(reader, report, snapshot, scope, fields.get("start"), fields.get("end"))
         table = reader.report(snapshot, report, scope, period)
-        recon = reader.reconciliation_summary(snapshot, scope, period)
+        recon = reader.reconciliation_summary(snapshot, scope, report.covered(period))
         provenance = {
             "report": report.name,
             "mart": report.mart,
@@ -376,8 +423,8 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
             )
         return Response(text.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
-    def overview(request: Request) -> Response:
-        claims, snapshot, tenants, scope = scoped(request)
+    def overview(request: Request, reader: MartReader) -> Response:
+        claims, snapshot, tenants, scope = scoped(request, reader)
         if claims.role != "admin":
             raise ForbiddenError("the cross-tenant overview is for administrators")
         table = reader.overview(snapshot, scope)
@@ -394,9 +441,18 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
 
     # -- ASGI glue -----------------------------------------------------------------------
 
-    def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
+    loop_reader = reader.on_loop()
+
+    async def answer(handler: Callable[[MartReader], Response]) -> Response:
+        """On the loop if everything is cached; else in a worker thread (see the module)."""
+        try:
+            return _answer(lambda: handler(loop_reader))
+        except WouldBlock:
+            return await anyio.to_thread.run_sync(_answer, lambda: handler(reader), limiter=limiter)
+
+    def guarded(handler: Callable[[Request, MartReader], Response]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            return await run_in_threadpool(_answer, lambda: handler(request))
+            return await answer(lambda using: handler(request, using))
 
         return endpoint
 
@@ -411,7 +467,24 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
             if not isinstance(parsed, dict):
                 return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
             body = parsed
-        return await run_in_threadpool(_answer, lambda: export(request, body))
+        # Always in a thread: an export writes a whole file, even from a cached result.
+        return await anyio.to_thread.run_sync(
+            _answer, lambda: export(request, reader, body), limiter=limiter
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=snapshots.watch, args=(config.watch_seconds, stop),
+            name="dashboard-snapshots", daemon=True,
+        )  # fmt: skip
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            await anyio.to_thread.run_sync(watcher.join, 5.0)
 
     async def index(_: Request) -> Response:
         return HTMLResponse(page, headers=_PAGE_HEADERS)
@@ -434,9 +507,11 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
             Route("/api/tenants/{tenant_id}/export/{report}", export_endpoint,
                   methods=["GET", "POST"]),
         ],
+        lifespan=lifespan,
     )  # fmt: skip
-    # Operators and tests read the result cache's hit and miss counts.
+    # Operators, tests and the benchmark read the cache's counts and the served snapshot.
     app.state.reader = reader
+    app.state.snapshots = snapshots
     return app
 
 
@@ -447,6 +522,13 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+def _json(value: Any) -> bytes:
+    """As Starlette's JSONResponse renders."""
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
 
 
 def _answer(produce: Callable[[], Response]) -> Response:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import uvicorn
-
 from ledger_assets.dashboard.app import DashboardConfig, build_dashboard
 from ledger_assets.dashboard.auth import mint_token
+from ledger_assets.lib.asgi import serve_in_thread
 from ledger_assets.lib.logs import get_logger
 
 log = get_logger(__name__)
@@ -64,18 +61,5 @@ def login_urls(
 @contextmanager
 def dashboard_server(config: DashboardConfig, host: str, port: int) -> Iterator[str]:
     """The dashboard served by uvicorn in a background thread; yields the base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(build_dashboard(config), host=host, port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="dashboard", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the dashboard did not start on {host}:{port}")
-        time.sleep(0.05)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(build_dashboard(config), host, port, "dashboard") as url:
+        yield url

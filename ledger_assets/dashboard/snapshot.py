@@ -1,10 +1,9 @@
-"""The marts snapshot the dashboard reads, resolved from the exporter's ``CURRENT`` pointer.
+"""The marts snapshot the dashboard serves, opened from the exporter's ``CURRENT`` pointer.
 
 ``lib.marts.export`` publishes each build as ``snapshots/<stamp>/<mart>.parquet`` and then
-replaces ``CURRENT`` atomically (temporary file + rename). Resolving is one ``stat`` of the
-pointer: the file is re-read only when its inode or mtime changed, so the version endpoint the
-browsers poll costs a syscall, not a read. A request resolves the snapshot once and reads every
-mart from that folder, so one response never mixes two builds.
+replaces ``CURRENT`` atomically (temporary file + rename). :class:`SnapshotSource` watches the
+pointer (one ``stat`` per tick), opens a new snapshot (:class:`Snapshot`: tenant directory,
+source tags, a DuckDB connection with a view per mart), warms it, and only then serves it.
 
 :class:`SourceTags` holds the snapshot's ``source_tags`` (per tenant and local day, the latest
 source position behind that day's numbers; see ``lib.marts.export``) in memory, indexed by
@@ -20,14 +19,26 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
+import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ledger_assets.dashboard.tenants import Tenant
+from ledger_assets.lib.lake.reader import sql_string
+from ledger_assets.lib.logs import get_logger
 from ledger_assets.lib.marts.export import POINTER, SNAPSHOTS, SOURCE_TAGS
+
+log = get_logger(__name__)
+
+
+class WouldBlock(Exception):  # noqa: N818  (a signal, not an error)
+    """Answering needs a query or file I/O: not on the event loop (retry in a worker thread)."""
 
 
 class NoSnapshotError(Exception):
@@ -39,6 +50,9 @@ class SourceTags:
 
     def __init__(self, by_tenant: dict[int, tuple[list[date], list[int]]]) -> None:
         self._by_tenant = by_tenant
+        # Digests asked for before (every request's ETag needs one; a running balance's covers
+        # every day up to its end). Immutable tags: entries never go stale, only many.
+        self._keys: dict[tuple[tuple[int, ...], date | None, date | None], str] = {}
 
     @classmethod
     def read(cls, path: Path) -> SourceTags:
@@ -64,6 +78,10 @@ class SourceTags:
 
     def key(self, tenants: Sequence[int], start: date | None, end: date | None) -> str:
         """A digest of the tags of ``tenants``' days in ``[start, end]`` (None: unbounded)."""
+        memo = (tuple(tenants), start, end)
+        found = self._keys.get(memo)
+        if found is not None:
+            return found
         digest = hashlib.blake2b(digest_size=16)
         for tenant in tenants:
             lo, hi = self._range(tenant, start, end)
@@ -71,7 +89,10 @@ class SourceTags:
             digest.update(f"{tenant}:{lo}:{hi};".encode())
             for day, lsn in zip(days[lo:hi], lsns[lo:hi], strict=True):
                 digest.update(f"{day.toordinal()}={lsn},".encode())
-        return digest.hexdigest()
+        if len(self._keys) > 100_000:
+            self._keys.clear()
+        self._keys[memo] = key = digest.hexdigest()
+        return key
 
     def latest(self, tenants: Sequence[int], start: date | None, end: date | None) -> int | None:
         """The latest source position behind ``tenants``' days in ``[start, end]``."""
@@ -85,29 +106,70 @@ class SourceTags:
         return max(found) if found else None
 
 
-@dataclass(frozen=True)
 class Snapshot:
-    #: The snapshot folder's name (a UTC stamp): the cache and ETag version.
-    version: str
-    folder: Path
-    #: The lake's replication watermark (an LSN, ``X/Y``) the marts were built from.
-    source_lsn: str | None
-    published_at: datetime
-    rows: dict[str, int]
-    _tags: list[SourceTags | None] = field(default_factory=list, compare=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    """One published snapshot, opened for serving.
 
-    def mart(self, name: str) -> Path:
-        return self.folder / f"{name}.parquet"
+    Opening does once what every request would otherwise pay: the tenant directory (tenants are
+    not day-partitioned, so the marts do not carry them; a new tenant reaches the marts only with
+    a new snapshot, so the directory read with the snapshot is exactly as fresh as the marts),
+    the source tags, and one in-memory DuckDB connection with a view per mart file (bound once,
+    with Parquet metadata cached across queries). Queries run on per-thread cursors of that
+    connection; they all read this snapshot's folder, so one response never mixes two builds.
+    """
 
-    @property
-    def tags(self) -> SourceTags | None:
-        """The snapshot's source tags, read once; None for a snapshot published without them."""
-        with self._lock:
-            if not self._tags:
-                path = self.mart(SOURCE_TAGS)
-                self._tags.append(SourceTags.read(path) if path.exists() else None)
-            return self._tags[0]
+    def __init__(
+        self,
+        version: str,
+        folder: Path,
+        source_lsn: str | None,
+        published_at: datetime,
+        rows: dict[str, int],
+        tenants: Mapping[int, Tenant],
+    ) -> None:
+        #: The snapshot folder's name (a UTC stamp): the cache and ETag version.
+        self.version = version
+        self.folder = folder
+        #: The lake's replication watermark (an LSN, ``X/Y``) the marts were built from.
+        self.source_lsn = source_lsn
+        self.published_at = published_at
+        self.rows = rows
+        self.tenants = tenants
+        tags = folder / f"{SOURCE_TAGS}.parquet"
+        #: None for a snapshot published without source tags.
+        self.tags = SourceTags.read(tags) if tags.exists() else None
+        self._con = duckdb.connect(":memory:")
+        self._con.execute("set parquet_metadata_cache = true")
+        for path in sorted(folder.glob("*.parquet")):
+            # DDL takes no parameters: the name is checked, the path is ours, quoted.
+            self._con.execute(
+                f"create view {quote_identifier(path.stem)} as "  # noqa: S608
+                f"select * from read_parquet({sql_string(str(path))})"
+            )
+        self._cursors = threading.local()
+        #: What opening warmed (see SnapshotSource): results computed, seconds, finished or not.
+        self.warmed: dict[str, Any] = {}
+
+    @classmethod
+    def open(
+        cls, root: Path, pointer: Mapping[str, Any], tenants: Mapping[int, Tenant]
+    ) -> Snapshot:
+        stamp = str(pointer["snapshot"])
+        return cls(
+            version=stamp,
+            folder=root / SNAPSHOTS / stamp,
+            source_lsn=pointer.get("source_lsn"),
+            published_at=datetime.fromisoformat(str(pointer["published_at"])),
+            rows={str(k): int(v) for k, v in dict(pointer.get("rows") or {}).items()},
+            tenants=tenants,
+        )
+
+    def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
+        """``sql`` over the marts' views (named like the marts), on this thread's cursor."""
+        cursor = getattr(self._cursors, "cursor", None)
+        if cursor is None:
+            # A cursor is a connection to the same database: one per thread, never shared.
+            cursor = self._cursors.cursor = self._con.cursor()
+        return cursor.execute(sql, list(params)).to_arrow_table()
 
     def data_key(self, tenants: Sequence[int], start: date | None, end: date | None) -> str:
         """What a result over ``tenants``' days in ``[start, end]`` depends on: the digest of
@@ -116,32 +178,81 @@ class Snapshot:
         return f"v:{self.version}" if tags is None else f"t:{tags.key(tenants, start, end)}"
 
 
-class SnapshotSource:
-    """Resolves ``<root>/CURRENT``, caching the parsed pointer by the file's identity."""
+def quote_identifier(name: str) -> str:
+    """A plain name (letters, digits, ``_``) as a DuckDB identifier; anything else is refused."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return f'"{name}"'
 
-    def __init__(self, root: Path) -> None:
+
+class SnapshotSource:
+    """The snapshot being served, and the switch to a newly published one once it is warm.
+
+    :meth:`refresh` (the watcher thread calls it every ``watch`` interval; it is one ``stat`` of
+    ``CURRENT`` when nothing changed) opens a newly published snapshot, runs ``warm`` on it
+    (the reader precomputes every tenant's default views, bounded in time), and only then makes
+    it the served one. Requests keep reading the previous snapshot meanwhile, so none of them
+    pays for opening or for the default views' queries. :meth:`current` is the served snapshot:
+    a read of an attribute, except before the first one is open (process start), when it opens
+    it (``blocking``) or raises :class:`WouldBlock`.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        load_tenants: Callable[[], Mapping[int, Tenant]],
+        warm: Callable[[Snapshot], None] | None = None,
+    ) -> None:
         self.root = root
+        self._load_tenants = load_tenants
+        self._warm = warm
         self._lock = threading.Lock()
         self._key: tuple[int, int, int] | None = None
-        self._snapshot: Snapshot | None = None
+        self._served: Snapshot | None = None
 
-    def current(self) -> Snapshot:
+    def current(self, blocking: bool = True) -> Snapshot:
+        served = self._served
+        if served is not None:
+            return served
+        if not blocking:
+            raise WouldBlock("no snapshot open yet")
+        opened = self.refresh()
+        if opened is None:
+            raise NoSnapshotError(f"no marts snapshot published under {self.root}")
+        return opened
+
+    def refresh(self) -> Snapshot | None:
+        """Serve the snapshot ``CURRENT`` names, opening and warming it first if it is new."""
         pointer = self.root / POINTER
-        try:
-            st = os.stat(pointer)
-        except FileNotFoundError as exc:
-            raise NoSnapshotError(f"no marts snapshot published under {self.root}") from exc
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
-            if key != self._key or self._snapshot is None:
-                data = json.loads(pointer.read_text())
-                stamp = str(data["snapshot"])
-                self._snapshot = Snapshot(
-                    version=stamp,
-                    folder=self.root / SNAPSHOTS / stamp,
-                    source_lsn=data.get("source_lsn"),
-                    published_at=datetime.fromisoformat(str(data["published_at"])),
-                    rows={str(k): int(v) for k, v in dict(data.get("rows") or {}).items()},
-                )
-                self._key = key
-            return self._snapshot
+            try:
+                st = os.stat(pointer)
+            except FileNotFoundError:
+                return self._served
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if key == self._key:
+                return self._served
+            data = json.loads(pointer.read_text())
+            if self._served is None or str(data["snapshot"]) != self._served.version:
+                started = time.monotonic()
+                snapshot = Snapshot.open(self.root, data, self._load_tenants())
+                opened = time.monotonic() - started
+                if self._warm is not None:
+                    self._warm(snapshot)
+                snapshot.warmed["open_seconds"] = opened
+                snapshot.warmed["ready_seconds"] = time.monotonic() - started
+                log.info("dashboard snapshot served", snapshot=snapshot.version, **snapshot.warmed)
+                self._served = snapshot
+            self._key = key
+            return self._served
+
+    def watch(self, interval: float, stop: threading.Event) -> None:
+        """Call :meth:`refresh` every ``interval`` seconds until ``stop`` is set. A snapshot that
+        fails to open (e.g. the directory's database is down) is retried at the next tick while
+        the previous one keeps serving."""
+        while not stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # the watcher must outlive a bad tick
+                log.exception("dashboard snapshot refresh failed; retrying")
+            stop.wait(interval)

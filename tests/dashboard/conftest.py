@@ -4,6 +4,7 @@ results, published as a snapshot and served over real HTTP on loopback."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -17,10 +18,9 @@ from starlette.applications import Starlette
 
 from ledger_assets.dashboard.app import DashboardConfig, build_dashboard
 from ledger_assets.dashboard.queries import REPORTS
-from ledger_assets.dashboard.snapshot import SnapshotSource
 from ledger_assets.dashboard.tenants import Tenant, postgres_tenants
 from ledger_assets.lib.marts.contracts import RECONCILIATION_RESULTS, results_dir, write_results
-from ledger_assets.lib.marts.export import export_marts, mart_tables
+from ledger_assets.lib.marts.export import current_snapshot, export_marts, mart_tables
 from ledger_assets.lib.marts.prepare import prepare_marts_database
 from tests.dbt.conftest import DbtRun, built_marts, copy_project, seeded_lake
 from tests.http_server import serve
@@ -46,7 +46,16 @@ class Dashboard:
     seeded_lsn: str | None
 
     def snapshot_dir(self) -> Path:
-        return SnapshotSource(self.root).current().folder
+        folder = current_snapshot(self.root)
+        assert folder is not None
+        return folder
+
+    def wait_served(self, stamp: str, timeout: float = 30) -> None:
+        """Until the dashboard serves snapshot ``stamp`` (its watcher opens and warms it)."""
+        deadline = time.monotonic() + timeout
+        while self.app.state.snapshots.current().version != stamp:
+            assert time.monotonic() < deadline, f"snapshot {stamp} not served in {timeout} s"
+            time.sleep(0.05)
 
     def mart(self, name: str) -> pa.Table:
         return pq.read_table(self.snapshot_dir() / f"{name}.parquet")
@@ -68,12 +77,15 @@ class Dashboard:
         )
         return table.filter(mask)
 
-    def republish(self) -> None:
+    def republish(self) -> str:
+        """Export the marts again as a new snapshot; returns its stamp once it is served."""
         marts = mart_tables(self.database, "marts")
-        export_marts(
+        exported = export_marts(
             self.database, "marts", marts, self.root,
             source_lsn=self.source_lsn, seeded_lsn=self.seeded_lsn,
         )  # fmt: skip
+        self.wait_served(exported.snapshot.name)
+        return exported.snapshot.name
 
 
 def _results(pnl: pa.Table, tenants: list[int]) -> tuple[pa.Table, date]:

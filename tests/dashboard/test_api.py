@@ -20,6 +20,7 @@ import pytest
 
 from ledger_assets.dashboard.auth import mint_token
 from ledger_assets.dashboard.queries import REPORTS, ResultCache
+from ledger_assets.dashboard.snapshot import WouldBlock
 from ledger_assets.lib.cdc.changelog import atomic_write_bytes
 from ledger_assets.lib.marts.export import POINTER, SOURCE_TAGS
 from tests.dashboard.conftest import CHECKED_AT, SECRET, Dashboard
@@ -270,17 +271,17 @@ def test_version_polling_sees_a_new_snapshot(dashboard: Dashboard) -> None:
     assert get(dashboard, "/api/version", tok, headers={"If-None-Match": etag}).status_code == 304
     before = get(dashboard, f"/api/tenants/{a}/reports/pnl", tok).json()
     time.sleep(0.01)  # snapshot stamps have microseconds; make sure the new one differs
-    dashboard.republish()
+    stamp = dashboard.republish()
     after_version = get(dashboard, "/api/version", tok, headers={"If-None-Match": etag})
     assert after_version.status_code == 200
-    assert after_version.json()["version"] != first.json()["version"]
+    assert after_version.json()["version"] == stamp != first.json()["version"]
     after = get(dashboard, f"/api/tenants/{a}/reports/pnl", tok).json()
     assert after["meta"]["snapshot"] == after_version.json()["version"]
     assert after["rows"] == before["rows"]
 
 
 def test_the_cache_is_an_lru_that_counts_hits_and_misses() -> None:
-    cache = ResultCache(max_entries=3)
+    cache = ResultCache(max_bytes=3 * 256)  # three small entries
     calls: list[str] = []
 
     def compute(value: str) -> Any:
@@ -293,9 +294,19 @@ def test_the_cache_is_an_lru_that_counts_hits_and_misses() -> None:
     assert calls == ["one", "two"]
     assert (cache.hits, cache.misses) == (1, 2)
     assert cache.computed[("k", "t1")] == 1
+    # Without a compute (the event loop's reader): a hit answers, a miss raises, uncounted.
+    assert cache.get_or_compute(("k", "t2"), None) == "two"
+    with pytest.raises(WouldBlock):
+        cache.get_or_compute(("k", "t3"), None)
+    assert (cache.hits, cache.misses) == (2, 2)
+    # Precomputed entries are stored, not counted as misses.
+    cache.put(("k", "t4"), "four")
+    assert cache.get_or_compute(("k", "t4"), None) == "four"
+    assert cache.misses == 2
     for i in range(5):
         cache.get_or_compute(i, lambda: compute("x"))
-    assert len(cache._entries) == 3
+    assert len(cache) == 3
+    assert ("k", "t1") not in cache
 
 
 def _publish_with_one_day_changed(d: Dashboard, tenant: int, day: date, bump: int) -> str:
@@ -314,6 +325,7 @@ def _publish_with_one_day_changed(d: Dashboard, tenant: int, day: date, bump: in
         pq.write_table(table, folder / f"{name}.parquet")
     pointer = json.loads((d.root / POINTER).read_text())
     atomic_write_bytes(d.root / POINTER, json.dumps({**pointer, "snapshot": stamp}).encode())
+    d.wait_served(stamp)
     return stamp
 
 
