@@ -148,7 +148,9 @@ def ledger_marts(
     """Refresh the lake views, build the partition window's marts, publish them as Parquet."""
     with postgres.connect() as conn:
         tables = lake_tables(conn)
-    window = context.partition_time_window if context.has_partition_key else None
+    # One day, or a range of days in one run (the schedule's recent days, a backfill).
+    partitioned = context.has_partition_key or context.has_partition_key_range
+    window = context.partition_time_window if partitioned else None
     days = build_window(window, config)
     # Gating: a window holding a partition whose latest reconciliation is a mismatch is not
     # built (blocking, the default) or is built with a warning (ARCHITECTURE.md §8).
