@@ -158,3 +158,26 @@ def test_marts_schedule_builds_everything_once_then_the_current_days() -> None:
         )
     assert [r.tags.get("ledger/marts") for r in first] == ["full_refresh"]
     assert first[0].partition_key == "2026-03-08"
+    # Once a build succeeded: the last week in one range run, unless one is still queued.
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    with dg.instance_for_test() as instance:
+        instance.add_run(
+            DagsterRun(job_name="marts_job", run_id="a" * 36, status=dg.DagsterRunStatus.SUCCESS)
+        )
+        (current,) = marts_schedule(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
+        )
+        assert current.partition_key_range == dg.PartitionKeyRange("2026-03-02", "2026-03-08")
+        instance.add_run(
+            DagsterRun(
+                job_name="marts_job", run_id="b" * 36, status=dg.DagsterRunStatus.NOT_STARTED,
+                tags=current.tags,
+            )
+        )  # fmt: skip
+        assert (
+            marts_schedule(
+                dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
+            )
+            == []
+        )

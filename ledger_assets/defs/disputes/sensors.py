@@ -5,8 +5,8 @@ months ago rewrites that charge's old cohort partition (and, when a later state 
 dispute arrives, the dispute's own day); ``lake_apply_job`` records a materialization for each
 rewritten partition with the disputes and the commit LSNs it came from. This sensor reads those
 materializations through a cursor over the event log (the storage id), keeps the ones on days
-the marts schedule does not rebuild (before UTC yesterday), and requests one ``marts_job`` run
-per (trigger, day) — nothing else.
+the marts schedule does not rebuild, and requests one ``marts_job`` run per touched day —
+nothing else — unless a marts run covering that day is still queued.
 
 Run keys name the dispute(s) and the LSN that rewrote the day, so a second dispute on the same
 day (or a later state of the same dispute) is a new run and never deduplicated away. The run
@@ -16,6 +16,8 @@ which run and through which lake partitions.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -30,6 +32,8 @@ from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 PAGE = 1_000
 DISPUTE_TAG = "ledger/dispute"
 PARTITIONS_TAG = "ledger/partitions"
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,32 @@ def lake_change(record: dg.EventLogRecord) -> LakeChange | None:
     )
 
 
-def late_run_requests(changes: list[LakeChange], before: date) -> list[dg.RunRequest]:
-    """One marts run per (trigger, day) for the changes on days earlier than ``before``."""
-    grouped: dict[tuple[str, date], list[LakeChange]] = {}
+def late_run_requests(
+    changes: list[LakeChange], before: date, covered: Callable[[date], bool]
+) -> list[dg.RunRequest]:
+    """One marts run per day earlier than ``before`` that the tick's changes touched.
+
+    A day already ``covered`` by a marts run that has not started yet is left to that run: it
+    reads the lake when it starts, so it includes these changes (without this, a busy CDC
+    stream queues a run per tick for the same day faster than two cores can build them).
+    The run key names every trigger (disputes and LSN ranges) of the day in this tick, so a
+    later dispute on the same day is a new key, never deduplicated away.
+    """
+    by_day: dict[date, list[LakeChange]] = {}
     for change in changes:
         if change.day < before:
-            grouped.setdefault((change.trigger, change.day), []).append(change)
+            by_day.setdefault(change.day, []).append(change)
     requests = []
-    for (trigger, day), group in sorted(grouped.items(), key=lambda item: item[0][1]):
+    for day, group in sorted(by_day.items()):
+        if covered(day):
+            continue
         disputes = sorted({d for c in group for d in c.disputes})
         partitions = sorted({f"{c.table}:{c.tenant_id}" for c in group})
+        triggers = sorted({c.trigger for c in group})
+        digest = hashlib.sha256("|".join(triggers).encode()).hexdigest()[:16]
         requests.append(
             dg.RunRequest(
-                run_key=f"late:{trigger}:{day.isoformat()}",
+                run_key=f"late:{day.isoformat()}:{'+'.join(disputes) or 'cdc'}:{digest}",
                 partition_key=day.isoformat(),
                 tags={
                     DISPUTE_TAG: ",".join(disputes) or "none",
@@ -106,10 +123,34 @@ def late_run_requests(changes: list[LakeChange], before: date) -> list[dg.RunReq
     return requests
 
 
+def pending_marts_coverage(instance: dg.DagsterInstance) -> Callable[[date], bool]:
+    """Whether a day is covered by a marts run that is queued and has not started."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=marts_job.name,
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
+        )
+    )
+    everything = False
+    days: set[date] = set()
+    ranges: list[tuple[date, date]] = []
+    for run in runs:
+        tags = run.tags
+        if tags.get("ledger/marts") == "full_refresh":
+            everything = True
+        elif "dagster/partition" in tags:
+            days.add(date.fromisoformat(tags["dagster/partition"]))
+        elif RANGE_START in tags and RANGE_END in tags:
+            ranges.append(
+                (date.fromisoformat(tags[RANGE_START]), date.fromisoformat(tags[RANGE_END]))
+            )
+    return lambda day: everything or day in days or any(lo <= day <= hi for lo, hi in ranges)
+
+
 @dg.sensor(
     name="late_arrivals_sensor",
     description="Rebuild the mart days of lake partitions rewritten before the days the marts "
-    "schedule rebuilds (a late dispute on an old charge): one marts run per dispute and day.",
+    "schedule rebuilds (a late dispute on an old charge): one marts run per touched day.",
     job_name=marts_job.name,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -136,7 +177,11 @@ def late_arrivals_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     if not records:
         return dg.SensorResult(skip_reason="no new lake materializations")
     changes = [c for c in map(lake_change, records) if c is not None]
-    requests = late_run_requests(changes, first_scheduled_day(datetime.now(UTC).date()))
+    requests = late_run_requests(
+        changes,
+        first_scheduled_day(datetime.now(UTC).date()),
+        pending_marts_coverage(context.instance),
+    )
     cursor = max(r.storage_id for r in records)
     context.log.info(
         f"{len(records)} lake materialization(s) up to storage id {cursor}: "
