@@ -5,8 +5,15 @@ Seeds ``--rows`` over ``--tenants`` and ``--years``, builds the lake, the marts 
 and a published marts snapshot, picks the tenant with the most balance transactions, and then
 measures, for every dashboard view of that tenant over the view's default period:
 
-* cold: the first request of each view after a fresh dashboard start (new app: empty result
-  cache, new DuckDB connection, tenant directory not loaded), :data:`COLD_STARTS` starts;
+* process-start cold: the first request of each view right after a fresh dashboard start (new
+  app: empty result cache, the snapshot being opened and warmed meanwhile), :data:`COLD_STARTS`
+  starts;
+* new-snapshot cold: on a running, warm dashboard, :data:`NEW_SNAPSHOTS` times: a marts run that
+  touched every tenant's last two days is published (the source tags of those days move, as a
+  CDC tick's rebuild of yesterday and today leaves them; the marts are exported for real), and
+  once the dashboard serves it, the first request of each view for its default period (what the
+  page asks for) and for a chosen period (the last 30 days: never precomputed). Also the time
+  from the export's end to the dashboard serving the snapshot (opening and warming it);
 * warm: :data:`WARM_ROUNDS` rounds of every view on one running dashboard;
 * Postgres: the same reports as plain SQL over ``ledger.*`` (the index on ``(tenant_id,
   created)`` bounds every scan by the period), :data:`WARM_ROUNDS` rounds on one open
@@ -37,18 +44,20 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from starlette.applications import Starlette
 
 from bench.core import Context, Figure, workload
 from bench.workloads.marts import PROJECT, _dbt
-from ledger_assets.dashboard.app import DashboardConfig
+from ledger_assets.dashboard.app import DashboardConfig, build_dashboard
 from ledger_assets.dashboard.auth import mint_token
 from ledger_assets.dashboard.queries import REPORTS
-from ledger_assets.dashboard.server import dashboard_server
 from ledger_assets.dashboard.tenants import postgres_tenants
+from ledger_assets.lib.asgi import serve_in_thread
 from ledger_assets.lib.cdc import CaptureConfig
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.lake.layout import LakeLayout
@@ -61,6 +70,9 @@ from ledger_assets.lib.sor.pgcluster import find_free_port
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
 
 COLD_STARTS = 5
+NEW_SNAPSHOTS = 5
+#: The chosen period of the new-snapshot measurement: this many days up to the default's end.
+CHOSEN_DAYS = 30
 WARM_ROUNDS = 30
 CLIENTS = 50
 LOAD_SECONDS = 15.0
@@ -302,11 +314,12 @@ def _ms(values: Sequence[float], q: float) -> float:
 
 
 @contextmanager
-def _dashboard(root: Path, dsn: str) -> Iterator[str]:
-    """A freshly built dashboard (empty caches) served on loopback; yields the base URL."""
+def _dashboard(root: Path, dsn: str) -> Iterator[tuple[str, Starlette]]:
+    """A freshly built dashboard (empty caches) served on loopback; yields its URL and app."""
     config = DashboardConfig(export_root=root, secret=SECRET, tenant_loader=postgres_tenants(dsn))
-    with dashboard_server(config, "127.0.0.1", find_free_port()) as url:
-        yield url
+    app = build_dashboard(config)
+    with serve_in_thread(app, "127.0.0.1", find_free_port(), "bench-dashboard") as url:
+        yield url, app
 
 
 def _path(tenant: int, report: str, period: tuple[date, date]) -> str:
@@ -330,7 +343,7 @@ def _client(url: str, tenant: int) -> httpx.Client:
 def _probe(root: Path, dsn: str, target_tenant: int) -> dict[str, tuple[date, date]]:
     """Each view's default period, as the dashboard itself chooses it (one throwaway start)."""
     periods: dict[str, tuple[date, date]] = {}
-    with _dashboard(root, dsn) as url, _client(url, target_tenant) as client:
+    with _dashboard(root, dsn) as (url, _), _client(url, target_tenant) as client:
         for name in REPORTS:
             _, body = _get(client, f"/api/tenants/{target_tenant}/reports/{name}")
             period = body["period"]
@@ -346,7 +359,7 @@ def _measure_dashboard(
     warm: dict[str, list[float]] = {name: [] for name in REPORTS}
     bodies: dict[str, dict[str, Any]] = {}
     for start in range(COLD_STARTS):
-        with _dashboard(root, dsn) as url, _client(url, target.tenant) as client:
+        with _dashboard(root, dsn) as (url, _), _client(url, target.tenant) as client:
             for name in REPORTS:
                 elapsed, bodies[name] = _get(
                     client, _path(target.tenant, name, target.periods[name])
@@ -359,6 +372,62 @@ def _measure_dashboard(
                     elapsed, _ = _get(client, _path(target.tenant, name, target.periods[name]))
                     warm[name].append(elapsed)
     return cold, warm, bodies
+
+
+@dataclass(frozen=True)
+class NewSnapshots:
+    """Per report: first-request latencies after each new snapshot; and the snapshots' lag."""
+
+    default: dict[str, list[float]]
+    chosen: dict[str, list[float]]
+    #: From the export's end to the dashboard serving the snapshot, seconds.
+    lag: list[float]
+    #: What the dashboard's warm-up of the last one did (results, seconds, finished reports).
+    warmed: dict[str, Any]
+
+
+def _publish_touching(database: Path, root: Path, since: date, source_lsn: str | None) -> str:
+    """Move the source tags of every tenant's days from ``since`` on, then export the marts: the
+    snapshot a marts run that rebuilt those days publishes. Returns its stamp."""
+    con = duckdb.connect(str(database))
+    try:
+        con.execute(
+            "update marts.marts.source_positions set max_lsn = max_lsn + 1 where local_date >= ?",
+            [since],
+        )
+    finally:
+        con.close()
+    exported = export_marts(database, "marts", mart_tables(database, "marts"), root,
+                            source_lsn=source_lsn)  # fmt: skip
+    return exported.snapshot.name
+
+
+def _measure_new_snapshots(
+    root: Path, database: Path, dsn: str, target: Target, source_lsn: str | None
+) -> NewSnapshots:
+    default: dict[str, list[float]] = {name: [] for name in REPORTS}
+    chosen: dict[str, list[float]] = {name: [] for name in REPORTS}
+    lag: list[float] = []
+    with _dashboard(root, dsn) as (url, app), _client(url, target.tenant) as client:
+        for name in REPORTS:  # a dashboard in use
+            _get(client, _path(target.tenant, name, target.periods[name]))
+        for _ in range(NEW_SNAPSHOTS):
+            stamp = _publish_touching(database, root, target.data_end - timedelta(days=1),
+                                      source_lsn)  # fmt: skip
+            published = time.perf_counter()
+            while client.get("/api/version").json()["version"] != stamp:
+                time.sleep(0.01)
+            lag.append(time.perf_counter() - published)
+            for name in REPORTS:
+                elapsed, _ = _get(client, _path(target.tenant, name, target.periods[name]))
+                default[name].append(elapsed)
+            for name in REPORTS:
+                end = target.periods[name][1]
+                period = (end - timedelta(days=CHOSEN_DAYS - 1), end)
+                elapsed, _ = _get(client, _path(target.tenant, name, period))
+                chosen[name].append(elapsed)
+        warmed = dict(app.state.snapshots.current().warmed)
+    return NewSnapshots(default, chosen, lag, warmed)
 
 
 # --------------------------------------------------------------------------------- Postgres
@@ -483,7 +552,7 @@ def run_load(
 def _measure_load(root: Path, dsn: str, target: Target) -> dict[str, Any]:
     paths = [_path(target.tenant, name, target.periods[name]) for name in REPORTS]
     token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench-load")
-    with _dashboard(root, dsn) as url, _client(url, target.tenant) as client:
+    with _dashboard(root, dsn) as (url, _), _client(url, target.tenant) as client:
         for path in paths:  # warm, as a dashboard under steady use is
             _get(client, path)
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
@@ -496,8 +565,9 @@ def _measure_load(root: Path, dsn: str, target: Target) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- the workload
 
 
-def _build_marts(dsn: str, folder: Path, config: CaptureConfig) -> Path:
-    """Lake, marts (``dbt run``) and a published snapshot; returns the export root."""
+def _build_marts(dsn: str, folder: Path, config: CaptureConfig) -> tuple[Path, Path, str | None]:
+    """Lake, marts (``dbt run``) and a published snapshot; returns the export root, the marts
+    database and the lake position the marts reflect."""
     layout = LakeLayout(folder / "lake")
     build_lake(config, layout)
     with psycopg.connect(dsn) as conn:
@@ -511,7 +581,7 @@ def _build_marts(dsn: str, folder: Path, config: CaptureConfig) -> Path:
     root = state / "marts"
     export_marts(database, "marts", mart_tables(database, "marts"), root,
                  source_lsn=prepared.applied_lsn)  # fmt: skip
-    return root
+    return root, database, prepared.applied_lsn
 
 
 def _target(dsn: str, root: Path) -> Target:
@@ -537,6 +607,7 @@ def _figures(
     pg: dict[str, list[float]],
     load: dict[str, Any],
     equal: int,
+    fresh: NewSnapshots,
 ) -> list[Figure]:
     def flat(by_report: dict[str, list[float]], names: Callable[[str], bool]) -> list[float]:
         return [v for name, values in by_report.items() if names(name) for v in values]
@@ -544,20 +615,36 @@ def _figures(
     def shared(name: str) -> bool:
         return name in PG_REPORTS
 
-    every = flat(warm, lambda _: True)
-    cold_all = flat(cold, lambda _: True)
-    pg_all = flat(pg, lambda _: True)
-    warm_shared, cold_shared = flat(warm, shared), flat(cold, shared)
+    def every(_: str) -> bool:
+        return True
+
+    n, m = len(REPORTS), len(PG_REPORTS)
+    pg_all = flat(pg, every)
     figures = [
-        Figure(f"warm p50, {len(REPORTS)} views", _ms(every, 50), "ms", None, False),
-        Figure(f"warm p95, {len(REPORTS)} views", _ms(every, 95), "ms", None, False),
-        Figure(f"cold p50, {len(REPORTS)} views", _ms(cold_all, 50), "ms", None, False),
-        Figure(f"cold p95, {len(REPORTS)} views", _ms(cold_all, 95), "ms", None, False),
-        Figure(f"p50: warm vs Postgres ({len(PG_REPORTS)} reports)", _ms(warm_shared, 50),
+        Figure(f"warm p50, {n} views", _ms(flat(warm, every), 50), "ms", None, False),
+        Figure(f"warm p95, {n} views", _ms(flat(warm, every), 95), "ms", None, False),
+        Figure("new snapshot: served after (p95)", _ms(fresh.lag, 95), "ms", None, False),
+        Figure("new snapshot: warm-up (last)", fresh.warmed.get("warm_seconds", 0) * 1000,
+               "ms", None, False),
+        Figure(f"new snapshot, default: p50, {n} views", _ms(flat(fresh.default, every), 50),
+               "ms", None, False),
+        Figure(f"new snapshot, default: p95, {n} views", _ms(flat(fresh.default, every), 95),
+               "ms", None, False),
+        Figure(f"new snapshot, {CHOSEN_DAYS} d: p50, {n} views",
+               _ms(flat(fresh.chosen, every), 50), "ms", None, False),
+        Figure(f"new snapshot, {CHOSEN_DAYS} d: p95, {n} views",
+               _ms(flat(fresh.chosen, every), 95), "ms", None, False),
+        Figure(f"process start: p50, {n} views", _ms(flat(cold, every), 50), "ms", None, False),
+        Figure(f"process start: p95, {n} views", _ms(flat(cold, every), 95), "ms", None, False),
+        Figure(f"p50: warm vs Postgres ({m} reports)", _ms(flat(warm, shared), 50),
                "ms", _ms(pg_all, 50), False),
-        Figure(f"p95: warm vs Postgres ({len(PG_REPORTS)} reports)", _ms(warm_shared, 95),
+        Figure(f"p95: warm vs Postgres ({m} reports)", _ms(flat(warm, shared), 95),
                "ms", _ms(pg_all, 95), False),
-        Figure(f"p95: cold vs Postgres ({len(PG_REPORTS)} reports)", _ms(cold_shared, 95),
+        Figure(f"p95: new snapshot vs Postgres ({m})", _ms(flat(fresh.default, shared), 95),
+               "ms", _ms(pg_all, 95), False),
+        Figure(f"p95: new snap. {CHOSEN_DAYS} d vs Postgres ({m})",
+               _ms(flat(fresh.chosen, shared), 95), "ms", _ms(pg_all, 95), False),
+        Figure(f"p95: process start vs Postgres ({m})", _ms(flat(cold, shared), 95),
                "ms", _ms(pg_all, 95), False),
     ]  # fmt: skip
     for name in REPORTS:
@@ -587,7 +674,7 @@ def dashboard(ctx: Context) -> list[Figure]:
         )  # fmt: skip
         try:
             started = time.monotonic()
-            root = _build_marts(dsn, folder, config)
+            root, database, applied_lsn = _build_marts(dsn, folder, config)
             built = time.monotonic() - started
             target = _target(dsn, root)
             with psycopg.connect(dsn) as conn:
@@ -599,6 +686,7 @@ def dashboard(ctx: Context) -> list[Figure]:
             equal = _compare(dsn, target, bodies)
             pg = _measure_postgres(dsn, target)
             load = _measure_load(root, dsn, target)
+            fresh = _measure_new_snapshots(root, database, dsn, target, applied_lsn)
         finally:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 slots.drop_slot(conn, config.slot_name)
@@ -608,4 +696,4 @@ def dashboard(ctx: Context) -> list[Figure]:
         Figure(f"tenant {target.tenant}: balance transactions", tenant_rows, "rows"),
         Figure("lake + marts + snapshot build", built, "s", None, False),
     ]
-    return head + _figures(cold, warm, pg, load, equal)
+    return head + _figures(cold, warm, pg, load, equal, fresh)

@@ -40,6 +40,7 @@ import hashlib
 import io
 import json
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -62,9 +63,9 @@ from ledger_assets.dashboard.auth import (
     ForbiddenError,
     TenantScope,
     UnknownTenantError,
+    VerifiedTokens,
     check_secret,
     tenant_scope,
-    verify_token,
 )
 from ledger_assets.dashboard.queries import (
     MAX_PERIOD_DAYS,
@@ -178,7 +179,7 @@ def _totals(report: Report, table: pa.Table) -> list[dict[str, Any]]:
 
 
 def build_dashboard(config: DashboardConfig) -> Starlette:
-    secret = check_secret(config.secret)
+    tokens = VerifiedTokens(check_secret(config.secret))
     reader = MartReader()
     loader = config.tenant_loader
     if loader is None:
@@ -199,7 +200,7 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
     script = (STATIC / "app.js").read_text()
 
     def authenticate(request: Request) -> Claims:
-        return verify_token(_bearer(request), secret)
+        return tokens.verify(_bearer(request))
 
     def scoped(
         request: Request, reader: MartReader, body: Mapping[str, Any] | None = None
@@ -442,12 +443,16 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
     # -- ASGI glue -----------------------------------------------------------------------
 
     loop_reader = reader.on_loop()
+    answered: Counter[str] = Counter()
 
     async def answer(handler: Callable[[MartReader], Response]) -> Response:
         """On the loop if everything is cached; else in a worker thread (see the module)."""
         try:
-            return _answer(lambda: handler(loop_reader))
+            response = _answer(lambda: handler(loop_reader))
+            answered["on_loop"] += 1
+            return response
         except WouldBlock:
+            answered["in_thread"] += 1
             return await anyio.to_thread.run_sync(_answer, lambda: handler(reader), limiter=limiter)
 
     def guarded(handler: Callable[[Request, MartReader], Response]) -> Callable[[Request], Any]:
@@ -468,6 +473,7 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
                 return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
             body = parsed
         # Always in a thread: an export writes a whole file, even from a cached result.
+        answered["in_thread"] += 1
         return await anyio.to_thread.run_sync(
             _answer, lambda: export(request, reader, body), limiter=limiter
         )
@@ -512,6 +518,7 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
     # Operators, tests and the benchmark read the cache's counts and the served snapshot.
     app.state.reader = reader
     app.state.snapshots = snapshots
+    app.state.answered = answered
     return app
 
 

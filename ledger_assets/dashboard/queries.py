@@ -276,7 +276,7 @@ class MartReader:
     """
 
     def __init__(self, cache: ResultCache | None = None, *, blocking: bool = True) -> None:
-        self.cache = cache or ResultCache()
+        self.cache = cache if cache is not None else ResultCache()
         self.blocking = blocking
 
     def on_loop(self) -> MartReader:

@@ -192,9 +192,10 @@ class SnapshotSource:
     ``CURRENT`` when nothing changed) opens a newly published snapshot, runs ``warm`` on it
     (the reader precomputes every tenant's default views, bounded in time), and only then makes
     it the served one. Requests keep reading the previous snapshot meanwhile, so none of them
-    pays for opening or for the default views' queries. :meth:`current` is the served snapshot:
-    a read of an attribute, except before the first one is open (process start), when it opens
-    it (``blocking``) or raises :class:`WouldBlock`.
+    pays for opening it or for the default views' queries. At process start there is no
+    previous one: the first snapshot is served as soon as it is open, then warmed.
+    :meth:`current` is the served snapshot, an attribute read, except before the first one is
+    open, when it opens it (``blocking``) or raises :class:`WouldBlock`.
     """
 
     def __init__(
@@ -209,6 +210,8 @@ class SnapshotSource:
         self._lock = threading.Lock()
         self._key: tuple[int, int, int] | None = None
         self._served: Snapshot | None = None
+        #: Opened, not yet warmed (the watcher warms it, then serves it).
+        self._pending: Snapshot | None = None
 
     def current(self, blocking: bool = True) -> Snapshot:
         served = self._served
@@ -216,35 +219,53 @@ class SnapshotSource:
             return served
         if not blocking:
             raise WouldBlock("no snapshot open yet")
-        opened = self.refresh()
+        opened = self.refresh(warm=False)
         if opened is None:
             raise NoSnapshotError(f"no marts snapshot published under {self.root}")
         return opened
 
-    def refresh(self) -> Snapshot | None:
-        """Serve the snapshot ``CURRENT`` names, opening and warming it first if it is new."""
-        pointer = self.root / POINTER
+    def refresh(self, warm: bool = True) -> Snapshot | None:
+        """Serve the snapshot ``CURRENT`` names, opening it first if it is new, and warming it
+        first unless ``warm`` is false (a request at process start: the watcher warms it).
+        Warming runs outside the lock, in the watcher, the one caller that warms."""
         with self._lock:
-            try:
-                st = os.stat(pointer)
-            except FileNotFoundError:
-                return self._served
-            key = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if key == self._key:
-                return self._served
-            data = json.loads(pointer.read_text())
-            if self._served is None or str(data["snapshot"]) != self._served.version:
-                started = time.monotonic()
-                snapshot = Snapshot.open(self.root, data, self._load_tenants())
-                opened = time.monotonic() - started
-                if self._warm is not None:
-                    self._warm(snapshot)
-                snapshot.warmed["open_seconds"] = opened
-                snapshot.warmed["ready_seconds"] = time.monotonic() - started
-                log.info("dashboard snapshot served", snapshot=snapshot.version, **snapshot.warmed)
-                self._served = snapshot
-            self._key = key
-            return self._served
+            opened = self._open_changed()
+            if opened is not None:
+                self._pending = opened
+                if self._served is None:
+                    # Process start: nothing else to serve meanwhile, so serve it cold.
+                    self._served = opened
+            pending, self._pending = (self._pending, None) if warm else (None, self._pending)
+        if pending is not None:
+            started = time.monotonic()
+            if self._warm is not None:
+                self._warm(pending)
+            pending.warmed["ready_seconds"] = pending.warmed["open_seconds"] + (
+                time.monotonic() - started
+            )
+            log.info("dashboard snapshot served", snapshot=pending.version, **pending.warmed)
+            self._served = pending
+        return self._served
+
+    def _open_changed(self) -> Snapshot | None:
+        """The snapshot ``CURRENT`` names, opened, if it is not the one last opened."""
+        pointer = self.root / POINTER
+        try:
+            st = os.stat(pointer)
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key == self._key:
+            return None
+        data = json.loads(pointer.read_text())
+        last = self._pending or self._served
+        opened = None
+        if last is None or str(data["snapshot"]) != last.version:
+            started = time.monotonic()
+            opened = Snapshot.open(self.root, data, self._load_tenants())
+            opened.warmed["open_seconds"] = time.monotonic() - started
+        self._key = key
+        return opened
 
     def watch(self, interval: float, stop: threading.Event) -> None:
         """Call :meth:`refresh` every ``interval`` seconds until ``stop`` is set. A snapshot that

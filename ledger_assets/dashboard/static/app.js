@@ -173,7 +173,8 @@ async function renderReport(report) {
     tools.append(b);
   }
   const meta = el("div", { class: "meta", "data-meta": report.name },
-    `${data.period.start} – ${data.period.end} (${data.tenant.time_zone}) · source LSN `,
+    // The days the rows are about: a monthly view's whole months, not its month starts.
+    `${data.covers.start} – ${data.covers.end} (${data.tenant.time_zone}) · source LSN `,
     el("code", { "data-lsn": report.name }, data.meta.source_lsn || "unknown"),
     ` · marts published ${data.meta.published_at_local} · snapshot ${data.meta.snapshot} · reconciliation `,
     el("span", { class: `recon-${recon.status}`, "data-recon": report.name }, recon.status),
