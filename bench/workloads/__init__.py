@@ -1,5 +1,23 @@
 """Workloads register themselves on import; add new modules to this list."""
 
-from bench.workloads import cdc, dashboard, late_dispute, marts, seed_load, stripe_backfill
+from bench.workloads import (
+    cdc,
+    cdc_live,
+    dashboard,
+    late_dispute,
+    marts,
+    seed_load,
+    snapshot,
+    stripe_backfill,
+)
 
-__all__ = ["cdc", "dashboard", "late_dispute", "marts", "seed_load", "stripe_backfill"]
+__all__ = [
+    "cdc",
+    "cdc_live",
+    "dashboard",
+    "late_dispute",
+    "marts",
+    "seed_load",
+    "snapshot",
+    "stripe_backfill",
+]

@@ -2,8 +2,16 @@
 
 DuckDB's postgres scanner reads the table with ``COPY ... TO STDOUT (FORMAT binary)`` in
 parallel CTID ranges under one exported snapshot: no writes, no temporary tables, no locks
-beyond ACCESS SHARE on the source. The rows are written with ``COPY ... PARTITION_BY
-(local_date)``, one base file per day, sorted by tenant and key.
+beyond ACCESS SHARE on the source. The same query gives each row its local day and orders the
+rows by day, tenant and key (DuckDB's sort spills to disk, so memory stays bounded); the ordered
+Arrow batches are cut at day changes and each day is written once, by pyarrow, with the writer
+settings of every other lake file (``store.parquet_bytes``), on a small pool of writer threads.
+
+Why not DuckDB's ``COPY ... PARTITION_BY``: at one file per day it spent most of a snapshot
+opening, flushing and merging per-day files (several per day, merged again afterwards), and the
+per-row ``timezone(<zone column>, ts)`` re-resolved an ICU zone for every row. Here each zone is
+a bound constant of its own ``CASE`` branch: still ICU, so a snapshot row gets exactly the day
+that the CDC apply (``apply._local_date_sql``) computes for the same row.
 
 Consistency with CDC: the capture slot must exist before the snapshot starts. Every change
 committed after the snapshot's view is then in the slot, and every change before it is in the
@@ -15,22 +23,25 @@ has passed ``consistent_lsn`` (the WAL position read after the snapshot finished
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 import duckdb_extension_postgres_scanner
+import numpy as np
 import psycopg
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from ledger_assets.lib.cdc.changelog import atomic_write_bytes
-from ledger_assets.lib.lake.layout import DATA_FILE, LakeLayout
-from ledger_assets.lib.lake.reader import sql_string
+from ledger_assets.lib.lake.layout import LakeLayout
 from ledger_assets.lib.lake.schema import LOCAL_DATE, ROW_LSN, LakeTable
 from ledger_assets.lib.lake.store import parquet_bytes
 from ledger_assets.lib.sor.catalog import SCHEMA
@@ -76,6 +87,14 @@ def postgres_scanner(dsn: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
+#: Rows per Arrow batch fetched from DuckDB: large enough to amortise per-batch work, small
+#: enough that a dense day is a handful of batches.
+FETCH_ROWS = 65_536
+#: Day files being written at once. pyarrow's writer holds no GIL while encoding and
+#: compressing, so two writers overlap with each other and with the scan.
+WRITERS = 2
+
+
 def _select_columns(lake_table: LakeTable) -> str:
     columns = []
     for field in lake_table.source:
@@ -87,29 +106,102 @@ def _select_columns(lake_table: LakeTable) -> str:
     return ", ".join(columns)
 
 
-def _one_file_per_day(base: Path, lake_table: LakeTable) -> int:
-    """Leave exactly ``data.parquet`` in each day folder; returns the rows they hold.
+def _local_date(lake_table: LakeTable, zones: Mapping[int, str]) -> tuple[str, list[object]]:
+    """The SQL of a row's local day and its parameters (the zone names, never SQL text).
 
-    DuckDB's partitioned COPY may write several files into one partition folder (one per
-    writer thread). They are merged, sorted by tenant and key like every base file, never
-    renamed over each other.
+    One ``CASE`` branch per distinct zone, on a small integer code joined from ``zones``: each
+    branch converts with a constant zone, which DuckDB's ICU resolves once, instead of once per
+    row. A tenant without a zone gets NULL (no branch), which the caller reports.
     """
-    total = 0
-    for day in sorted(p for p in base.iterdir() if p.is_dir()):
-        parts = sorted(day.glob("*.parquet"))
-        if len(parts) == 1:
-            parts[0].rename(day / DATA_FILE)
-            total += pq.ParquetFile(day / DATA_FILE).metadata.num_rows
-            continue
-        table = pq.read_table([str(p) for p in parts], schema=lake_table.schema)
-        table = table.sort_by(
-            [("tenant_id", "ascending"), (lake_table.spec.primary_key, "ascending")]
-        )
-        atomic_write_bytes(day / DATA_FILE, parquet_bytes(table))
-        for part in parts:
-            part.unlink()
-        total += table.num_rows
-    return total
+    spec = lake_table.spec
+    if spec.day_kind == "local_date":
+        return f"case when z.code is not null then t.{spec.day_column} end", []
+    names = sorted(set(zones.values()))
+    branches = " ".join(
+        f"when {code} then cast(timezone(?, t.{spec.day_column}) as date)"
+        for code in range(len(names))
+    )
+    return f"case z.code {branches} end", list(names)
+
+
+def _zone_codes(zones: Mapping[int, str]) -> pa.Table:
+    names = sorted(set(zones.values()))
+    code = {name: i for i, name in enumerate(names)}
+    return pa.table({"tenant_id": pa.array(list(zones), pa.int32()),
+                     "code": pa.array([code[z] for z in zones.values()], pa.int32())})  # fmt: skip
+
+
+def _day_runs(batch: pa.RecordBatch) -> list[tuple[date, int, int]]:
+    """(day, offset, length) of each run of one day in ``batch`` (ordered by day)."""
+    days = batch.column(LOCAL_DATE).cast(pa.int32()).to_numpy()
+    if len(days) == 0:
+        return []
+    starts = np.flatnonzero(np.diff(days)) + 1
+    bounds = [0, *starts.tolist(), len(days)]
+    epoch = date(1970, 1, 1)
+    return [
+        (epoch + timedelta(days=int(days[lo])), lo, hi - lo)
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+
+
+class _DayWriter:
+    """Writes each day's batches as that day's ``data.parquet``, a few days at a time."""
+
+    def __init__(self, layout: LakeLayout, table: str, lake_table: LakeTable) -> None:
+        self._layout, self._table, self._schema = layout, table, lake_table.schema
+        self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="snapshot-write")
+        self._pending: deque[Future[None]] = deque()
+        self.days = 0
+
+    def write(self, day: date, batches: list[pa.RecordBatch]) -> None:
+        # Bound the days held in memory: wait for the oldest write before queueing more.
+        while len(self._pending) >= 2 * WRITERS:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._write, day, batches))
+        self.days += 1
+
+    def _write(self, day: date, batches: list[pa.RecordBatch]) -> None:
+        path = self._layout.base_file(self._table, day)
+        path.parent.mkdir(parents=True)
+        table = pa.Table.from_batches(batches).cast(self._schema)
+        path.write_bytes(parquet_bytes(table))
+
+    def close(self) -> None:
+        """Wait for every write; re-raises the first failure."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(cancel_futures=True)
+
+
+def _write_days(
+    reader: pa.RecordBatchReader, writer: _DayWriter, known: pa.Array, table: str
+) -> int:
+    """Cut the ordered batches at day changes into ``writer``; returns the rows read."""
+    rows = 0
+    day: date | None = None
+    held: list[pa.RecordBatch] = []
+    for batch in reader:
+        if batch.column(LOCAL_DATE).null_count:
+            tenants = pc.filter(batch.column("tenant_id"), pc.is_null(batch.column(LOCAL_DATE)))
+            missing = sorted(
+                set(pc.filter(tenants, pc.invert(pc.is_in(tenants, known))).to_pylist())
+            )
+            raise LookupError(f"{table}: tenants without a time zone: {missing}")
+        rows += batch.num_rows
+        for run_day, offset, length in _day_runs(batch):
+            if run_day != day and held:
+                assert day is not None
+                writer.write(day, held)
+                held = []
+            day = run_day
+            held.append(batch.slice(offset, length))
+    if held:
+        assert day is not None
+        writer.write(day, held)
+    return rows
 
 
 def snapshot_table(
@@ -120,49 +212,28 @@ def snapshot_table(
     target = layout.table_dir(lake_table.name)
     staging = target.with_name(f".{target.name}.snapshot")
     shutil.rmtree(staging, ignore_errors=True)
+    (staging / "base").mkdir(parents=True)
+    spec = lake_table.spec
+    day, params = _local_date(lake_table, zones)
     con = postgres_scanner(dsn)
+    writer = _DayWriter(LakeLayout(staging.parent), staging.name, lake_table)
     try:
-        con.register(
-            "zones",
-            pa.table({"tenant_id": pa.array(list(zones), pa.int32()),
-                      "time_zone": pa.array(list(zones.values()))}),
-        )  # fmt: skip
-        spec = lake_table.spec
-        day = (
-            f"t.{spec.day_column}"
-            if spec.day_kind == "local_date"
-            else f"cast(timezone(z.time_zone, t.{spec.day_column}) as date)"
-        )
-        missing = con.execute(
-            f"select distinct t.tenant_id from pg.{SCHEMA}.{spec.name} t "  # noqa: S608
-            "anti join zones z on z.tenant_id = t.tenant_id"
-        ).fetchall()
-        if missing:
-            raise LookupError(f"{spec.name}: tenants without a time zone: {sorted(missing)}")
-        (staging / "base").mkdir(parents=True)
-        # One open file per day for the whole COPY: with DuckDB's default of 100 open files a
-        # 3-year table (1,096 days) would be written as several files per day.
-        con.execute("set partitioned_write_max_open_files = 100000")
-        con.execute("set partitioned_write_flush_threshold = 10000000")
-        # COPY returns the number of rows it wrote (none for an empty table: no files at all).
-        rows = con.execute(
-            f"copy (select {_select_columns(lake_table)}, {day} as {LOCAL_DATE}, "  # noqa: S608
+        con.register("zones", _zone_codes(zones))
+        # The ORDER BY may spill: keep its temporary files next to the files it becomes.
+        con.execute("set temp_directory = ?", [str(staging / "spill")])
+        reader = con.execute(
+            f"select {_select_columns(lake_table)}, {day} as {LOCAL_DATE}, "  # noqa: S608
             f"0::bigint as {ROW_LSN} from pg.{SCHEMA}.{spec.name} t "
-            "join zones z on z.tenant_id = t.tenant_id "
-            f"order by t.tenant_id, t.{spec.primary_key}) "
-            f"to {sql_string(str(staging / 'base'))} (format parquet, partition_by ({LOCAL_DATE}), "
-            "filename_pattern 'data', compression zstd, row_group_size 16384, "
-            "write_partition_columns true)"
-        ).fetchone()
+            "left join zones z on z.tenant_id = t.tenant_id "
+            f"order by {LOCAL_DATE}, t.tenant_id, t.{spec.primary_key}",
+            params,
+        ).to_arrow_reader(FETCH_ROWS)
+        known = pa.array(list(zones), pa.int32())
+        rows = _write_days(reader, writer, known, lake_table.name)
     finally:
+        writer.close()
         con.close()
-    written = _one_file_per_day(staging / "base", lake_table)
-    copied = int(rows[0]) if rows else 0
-    if written != copied:
-        raise RuntimeError(
-            f"snapshot of {lake_table.name}: COPY wrote {copied} rows but the day files hold "
-            f"{written}; the lake was left unchanged"
-        )
+    shutil.rmtree(staging / "spill", ignore_errors=True)
     with psycopg.connect(dsn) as conn:
         lsn_row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
     assert lsn_row is not None
@@ -176,7 +247,6 @@ def snapshot_table(
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, target)
-    days = len(layout.base_files(lake_table.name))
     return SnapshotReport(
-        lake_table.name, copied, days, time.monotonic() - started, str(lsn_row[0])
+        lake_table.name, rows, writer.days, time.monotonic() - started, str(lsn_row[0])
     )

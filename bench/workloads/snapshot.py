@@ -1,0 +1,146 @@
+"""``snapshot``: the lake's initial snapshot against the usual ways of reading Postgres in Python.
+
+Seeds a synthetic system of record (``--rows`` across all tables, ``--tenants``, ``--years`` of
+days) and snapshots its two largest tables, stripe_charges and stripe_balance_transactions,
+into day base files (``lib/lake/snapshot.snapshot_table``: read, local day, sort, Parquet).
+In the same run, the same two tables are read (``select *``, nothing written) by:
+
+* ``pandas.read_sql`` over a psycopg connection (rows become Python objects, then a DataFrame);
+* ADBC (``adbc-driver-postgresql``: binary COPY decoded into Arrow in C++), one connection;
+* ConnectorX (Rust, into Arrow), two connections partitioned on ``tenant_id``;
+* raw ``COPY ... TO STDOUT (FORMAT binary)`` through psycopg, bytes counted and dropped: the
+  server's own ceiling, no client decoding at all.
+
+Each reader runs twice and keeps its best time; rows/s are over both tables together. The
+snapshot does strictly more than any reader (zone conversion, sort, compressed files per day),
+so a ratio above 1 against a reader means the whole seed outran that reader's bare read.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from bench.core import Context, Figure, workload
+from ledger_assets.lib.lake.layout import LakeLayout
+from ledger_assets.lib.lake.snapshot import snapshot_table
+from ledger_assets.lib.lake.sync import lake_tables, tenant_zones
+from ledger_assets.lib.synth.load import SeedSpec, seed_database
+
+TABLES = ("stripe_charges", "stripe_balance_transactions")
+RUNS = 2
+
+
+def _url(dsn: str) -> str:
+    """The DSN as a ``postgresql://`` URL (ConnectorX and ADBC take no libpq conninfo)."""
+    p = conninfo_to_dict(dsn)
+    return (
+        f"postgresql://{p.get('user', '')}:{p.get('password', '')}@{p.get('host', 'localhost')}"
+        f":{p.get('port', 5432)}/{p.get('dbname', '')}"
+    )
+
+
+def _pandas(dsn: str, table: str) -> int:
+    import pandas as pd
+
+    with psycopg.connect(dsn) as conn, warnings.catch_warnings():
+        # pandas warns that it only tests SQLAlchemy connectables; a DBAPI2 psycopg
+        # connection is what a script without SQLAlchemy passes.
+        warnings.simplefilter("ignore", UserWarning)
+        frame = pd.read_sql(f"select * from ledger.{table}", conn)  # noqa: S608
+    return len(frame)
+
+
+def _adbc(dsn: str, table: str) -> int:
+    import adbc_driver_postgresql.dbapi as adbc
+
+    with adbc.connect(_url(dsn)) as conn, conn.cursor() as cur:
+        cur.execute(f"select * from ledger.{table}")  # noqa: S608
+        return int(cur.fetch_arrow_table().num_rows)
+
+
+def _connectorx(dsn: str, table: str) -> int:
+    import connectorx as cx
+
+    arrow = cx.read_sql(
+        _url(dsn),
+        f"select * from ledger.{table}",  # noqa: S608
+        return_type="arrow",
+        partition_on="tenant_id",
+        partition_num=2,
+    )
+    return int(arrow.num_rows)
+
+
+def _raw_copy(dsn: str, table: str) -> int:
+    rows = 0
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy(f"copy ledger.{table} to stdout (format binary)") as copy:
+            for _ in copy:
+                pass
+        rows = cur.rowcount
+    return rows
+
+
+def _best_rate(read: Callable[[str, str], int], dsn: str) -> float:
+    """Rows/s over ``TABLES``, best of ``RUNS``."""
+    best = float("inf")
+    rows = 0
+    for _ in range(RUNS):
+        began = time.perf_counter()
+        rows = sum(read(dsn, table) for table in TABLES)
+        best = min(best, time.perf_counter() - began)
+    return rows / best
+
+
+@workload("snapshot")
+def snapshot(ctx: Context) -> list[Figure]:
+    opts = ctx.options
+    spec = SeedSpec(
+        seed=opts.seed,
+        tenants=opts.tenants,
+        days=max(1, round(opts.years * 365)),
+        target_rows=opts.rows,
+    )
+    folder = Path(tempfile.mkdtemp(prefix="bench-snapshot-"))
+    try:
+        with ctx.fresh_database("snapshot") as dsn:
+            seed_database(dsn, spec)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("vacuum analyze")
+                tables = lake_tables(conn)
+                zones = tenant_zones(conn)
+            snap_rows, snap_s, days = 0, float("inf"), 0
+            for run in range(RUNS):
+                layout = LakeLayout(folder / f"lake{run}")
+                began = time.perf_counter()
+                reports = [snapshot_table(dsn, layout, tables[t], zones) for t in TABLES]
+                snap_s = min(snap_s, time.perf_counter() - began)
+                snap_rows = sum(r.rows for r in reports)
+                days = max(r.days for r in reports)
+                shutil.rmtree(layout.root)
+            snap = snap_rows / snap_s
+            rates = {
+                "raw binary COPY (no decode)": _best_rate(_raw_copy, dsn),
+                "ConnectorX, 2 conns": _best_rate(_connectorx, dsn),
+                "ADBC": _best_rate(_adbc, dsn),
+                "pandas.read_sql": _best_rate(_pandas, dsn),
+            }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [
+        Figure("rows snapshotted (2 tables)", snap_rows, "rows"),
+        Figure("local days (files per table)", days, "days"),
+        Figure("rows per day file", snap_rows / len(TABLES) / max(days, 1), "rows"),
+        *(
+            Figure(f"snapshot rows/s vs {name}", snap, "rows/s", rate)
+            for name, rate in rates.items()
+        ),
+    ]
