@@ -3,7 +3,7 @@
 ``lib.marts.export`` publishes each build as ``snapshots/<stamp>/<mart>.parquet`` and then
 replaces ``CURRENT`` atomically (temporary file + rename). :class:`SnapshotSource` watches the
 pointer (one ``stat`` per tick), opens a new snapshot (:class:`Snapshot`: tenant directory,
-source tags, a DuckDB connection with a view per mart), warms it, and only then serves it.
+source tags, the marts in memory), warms it, and only then serves it.
 
 :class:`SourceTags` holds the snapshot's ``source_tags`` (per tenant and local day, the latest
 source position behind that day's numbers; see ``lib.marts.export``) in memory, indexed by
@@ -112,9 +112,13 @@ class Snapshot:
     Opening does once what every request would otherwise pay: the tenant directory (tenants are
     not day-partitioned, so the marts do not carry them; a new tenant reaches the marts only with
     a new snapshot, so the directory read with the snapshot is exactly as fresh as the marts),
-    the source tags, and one in-memory DuckDB connection with a view per mart file (bound once,
-    with Parquet metadata cached across queries). Queries run on per-thread cursors of that
-    connection; they all read this snapshot's folder, so one response never mixes two builds.
+    the source tags, and the marts loaded into one in-memory DuckDB database, a table per mart
+    ordered by tenant. A query for one tenant then reads the few row groups whose zone maps hold
+    it, already decoded, instead of decompressing and filtering whole Parquet files: a cold
+    30-day query went from ~120 ms to ~2 ms on 220k rows (2 loaded cores). The price is memory,
+    about the marts' uncompressed size per open snapshot (two during a switch). Queries run on
+    per-thread cursors of that connection; every table is this snapshot's, so one response
+    never mixes two builds.
     """
 
     def __init__(
@@ -138,12 +142,13 @@ class Snapshot:
         #: None for a snapshot published without source tags.
         self.tags = SourceTags.read(tags) if tags.exists() else None
         self._con = duckdb.connect(":memory:")
-        self._con.execute("set parquet_metadata_cache = true")
         for path in sorted(folder.glob("*.parquet")):
+            by_tenant = "tenant_id" in pq.read_schema(path).names
             # DDL takes no parameters: the name is checked, the path is ours, quoted.
             self._con.execute(
-                f"create view {quote_identifier(path.stem)} as "  # noqa: S608
+                f"create table {quote_identifier(path.stem)} as "  # noqa: S608
                 f"select * from read_parquet({sql_string(str(path))})"
+                + (" order by tenant_id" if by_tenant else "")
             )
         self._cursors = threading.local()
         #: What opening warmed (see SnapshotSource): results computed, seconds, finished or not.

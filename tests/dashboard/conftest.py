@@ -3,6 +3,7 @@ results, published as a snapshot and served over real HTTP on loopback."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,8 +20,15 @@ from starlette.applications import Starlette
 from ledger_assets.dashboard.app import DashboardConfig, build_dashboard
 from ledger_assets.dashboard.queries import REPORTS
 from ledger_assets.dashboard.tenants import Tenant, postgres_tenants
+from ledger_assets.lib.cdc.changelog import atomic_write_bytes
 from ledger_assets.lib.marts.contracts import RECONCILIATION_RESULTS, results_dir, write_results
-from ledger_assets.lib.marts.export import current_snapshot, export_marts, mart_tables
+from ledger_assets.lib.marts.export import (
+    POINTER,
+    SOURCE_TAGS,
+    current_snapshot,
+    export_marts,
+    mart_tables,
+)
 from ledger_assets.lib.marts.prepare import prepare_marts_database
 from tests.dbt.conftest import DbtRun, built_marts, copy_project, seeded_lake
 from tests.http_server import serve
@@ -86,6 +94,25 @@ class Dashboard:
         )  # fmt: skip
         self.wait_served(exported.snapshot.name)
         return exported.snapshot.name
+
+    def publish_with_one_day_changed(self, tenant: int, day: date, bump: int) -> str:
+        """A new snapshot equal to the current one except tenant's daily P&L revenue of ``day``
+        (+bump) and that day's source tag (a later position), as a late dispute would leave it."""
+        current = self.snapshot_dir()
+        stamp = current.name[:-1] + ("1" if current.name[-1] != "1" else "2")
+        folder = current.parent / stamp
+        shutil.copytree(current, folder)
+        for name, column, delta in (("daily_pnl", "revenue", bump), (SOURCE_TAGS, "source_lsn", 1)):
+            table = pq.read_table(folder / f"{name}.parquet")
+            hit = pc.and_(pc.equal(table["tenant_id"], tenant), pc.equal(table["local_date"], day))
+            assert pc.sum(hit.cast("int32")).as_py() == 1, name
+            values = pc.if_else(hit, pc.add(table[column], delta), table[column])
+            table = table.set_column(table.schema.get_field_index(column), column, values)
+            pq.write_table(table, folder / f"{name}.parquet")
+        pointer = json.loads((self.root / POINTER).read_text())
+        atomic_write_bytes(self.root / POINTER, json.dumps({**pointer, "snapshot": stamp}).encode())
+        self.wait_served(stamp)
+        return stamp
 
 
 def _results(pnl: pa.Table, tenants: list[int]) -> tuple[pa.Table, date]:

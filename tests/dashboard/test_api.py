@@ -6,7 +6,6 @@ import base64
 import csv
 import io
 import json
-import shutil
 import time
 from datetime import date, timedelta
 from typing import Any
@@ -14,15 +13,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import jwt
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from ledger_assets.dashboard.auth import mint_token
 from ledger_assets.dashboard.queries import REPORTS, ResultCache
 from ledger_assets.dashboard.snapshot import WouldBlock
-from ledger_assets.lib.cdc.changelog import atomic_write_bytes
-from ledger_assets.lib.marts.export import POINTER, SOURCE_TAGS
 from tests.dashboard.conftest import CHECKED_AT, SECRET, Dashboard
 
 
@@ -309,26 +305,6 @@ def test_the_cache_is_an_lru_that_counts_hits_and_misses() -> None:
     assert ("k", "t1") not in cache
 
 
-def _publish_with_one_day_changed(d: Dashboard, tenant: int, day: date, bump: int) -> str:
-    """A new snapshot equal to the current one except tenant's daily P&L revenue of ``day``
-    (+bump) and that day's source tag (a later position), as a late dispute would leave it."""
-    current = d.snapshot_dir()
-    stamp = current.name[:-1] + ("1" if current.name[-1] != "1" else "2")
-    folder = current.parent / stamp
-    shutil.copytree(current, folder)
-    for name, column, delta in (("daily_pnl", "revenue", bump), (SOURCE_TAGS, "source_lsn", 1)):
-        table = pq.read_table(folder / f"{name}.parquet")
-        hit = pc.and_(pc.equal(table["tenant_id"], tenant), pc.equal(table["local_date"], day))
-        assert pc.sum(hit.cast("int32")).as_py() == 1, name
-        values = pc.if_else(hit, pc.add(table[column], delta), table[column])
-        table = table.set_column(table.schema.get_field_index(column), column, values)
-        pq.write_table(table, folder / f"{name}.parquet")
-    pointer = json.loads((d.root / POINTER).read_text())
-    atomic_write_bytes(d.root / POINTER, json.dumps({**pointer, "snapshot": stamp}).encode())
-    d.wait_served(stamp)
-    return stamp
-
-
 def test_a_new_snapshot_invalidates_only_the_periods_covering_the_touched_day(
     dashboard: Dashboard,
 ) -> None:
@@ -356,7 +332,7 @@ def test_a_new_snapshot_invalidates_only_the_periods_covering_the_touched_day(
     )
     assert cache.computed[pnl] == misses
     try:
-        stamp = _publish_with_one_day_changed(dashboard, a, touched, bump=12345)
+        stamp = dashboard.publish_with_one_day_changed(a, touched, bump=12345)
         # The period that does not cover the touched day: served from the cache, same ETag.
         hits = cache.hits
         kept = get(dashboard, path, tok, params=elsewhere)
@@ -382,3 +358,48 @@ def test_a_new_snapshot_invalidates_only_the_periods_covering_the_touched_day(
         assert moved.json()["meta"]["data_lsn"] is not None
     finally:
         dashboard.republish()
+
+
+def test_cached_answers_come_from_the_event_loop(dashboard: Dashboard) -> None:
+    a, tok = dashboard.a, token(dashboard.a)
+    answered = dashboard.app.state.answered
+    path = f"/api/tenants/{a}/reports/pnl"
+    end = date.fromisoformat(get(dashboard, path, tok).json()["period"]["end"])
+    in_thread, on_loop = answered["in_thread"], answered["on_loop"]
+    for route in (path, path, "/api/version", "/api/me"):
+        assert get(dashboard, route, tok).status_code == 200
+    assert (answered["in_thread"], answered["on_loop"]) == (in_thread, on_loop + 4)
+    # A period nobody asked for needs a query: a worker thread answers, then the loop does.
+    fresh = {"start": (end - timedelta(days=12)).isoformat(), "end": end.isoformat()}
+    first = get(dashboard, path, tok, params=fresh)
+    assert answered["in_thread"] == in_thread + 1
+    assert get(dashboard, path, tok, params=fresh).json()["rows"] == first.json()["rows"]
+    assert (answered["in_thread"], answered["on_loop"]) == (in_thread + 1, on_loop + 5)
+
+
+def test_a_remembered_token_still_expires(dashboard: Dashboard) -> None:
+    a = dashboard.a
+    tok = token(a, ttl_seconds=2)
+    path = f"/api/tenants/{a}/reports/pnl"
+    assert get(dashboard, path, tok).status_code == 200
+    assert get(dashboard, path, tok).status_code == 200  # now remembered
+    expires = jwt.decode(tok, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
+    assert_refused(get(dashboard, path, tok), 401)
+
+
+def test_monthly_revenue_reconciliation_covers_its_whole_months(dashboard: Dashboard) -> None:
+    """The monthly view's period bounds month starts; its reconciliation state and the days it
+    shows are those of the whole months (a mismatch after the last month's first day counts)."""
+    a = dashboard.a
+    body = get(dashboard, f"/api/tenants/{a}/reports/monthly_revenue", token(a)).json()
+    last_month = date.fromisoformat(body["period"]["end"])
+    covers = {k: date.fromisoformat(v) for k, v in body["covers"].items()}
+    assert last_month.day == 1
+    assert covers["start"].day == 1
+    assert covers["start"] >= date.fromisoformat(body["period"]["start"])
+    assert covers["end"].month == last_month.month
+    assert (covers["end"] + timedelta(days=1)).day == 1
+    assert last_month < dashboard.mismatch_day <= covers["end"]
+    assert body["reconciliation"]["status"] == "mismatch"
+    assert body["reconciliation"]["days_mismatch"] == 1

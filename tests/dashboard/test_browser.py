@@ -1,20 +1,32 @@
 """A real browser: Debian's headless Chromium logs in with a tenant's link and renders the page.
 
-Driven from its command line (``--dump-dom`` / ``--screenshot`` with a virtual-time budget), so
-no browser-driver dependency. The rendered totals are compared with the marts, and a screenshot
-is saved for a human to look at (its path is printed).
+Rendering is driven from Chromium's command line (``--dump-dom`` / ``--screenshot`` with a
+virtual-time budget), so no browser-driver dependency. The rendered totals are compared with the
+marts, and a screenshot is saved for a human to look at (its path is printed). The live-update
+test keeps a page open and talks to it over the DevTools protocol (a WebSocket), because the
+page must stay open while a new snapshot is published.
 """
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from html import unescape
 from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.sync.client import ClientConnection, connect
 
 from ledger_assets.dashboard.auth import mint_token
 from ledger_assets.dashboard.queries import REPORTS, format_minor
@@ -104,3 +116,89 @@ def test_a_bad_token_renders_no_numbers(dashboard: Dashboard) -> None:
         assert 'id="report-' not in dom.stdout
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+class Page:
+    """One Chromium tab over the DevTools protocol: evaluate JavaScript, take a screenshot."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        sent = next(self._ids)
+        self._ws.send(json.dumps({"id": sent, "method": method, "params": params}))
+        while True:  # events arrive between answers; only our answer matters
+            message = json.loads(self._ws.recv(timeout=30))
+            if message.get("id") == sent:
+                assert "error" not in message, message
+                result: dict[str, Any] = message["result"]
+                return result
+
+    def value(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 30) -> Any:
+        """The value of ``expression`` once it is truthy."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.value(expression)):
+            assert time.monotonic() < deadline, f"never true: {expression}"
+            time.sleep(0.1)
+        return found
+
+
+@contextmanager
+def open_page(url: str, profile: Path) -> Iterator[Page]:
+    command = [
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}",
+        "--remote-debugging-port=0", "--window-size=1400,2200", "about:blank",
+    ]  # fmt: skip
+    browser = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert browser.stderr is not None
+        port = None
+        while port is None:
+            line = browser.stderr.readline()
+            assert line, "chromium exited before listening for DevTools"
+            found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
+            port = found.group(1) if found else None
+        (tab,) = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+                  if t["type"] == "page"]  # fmt: skip
+        with connect(tab["webSocketDebuggerUrl"], max_size=None) as ws:
+            page = Page(ws)
+            page.call("Page.navigate", url=url)
+            yield page
+    finally:
+        browser.terminate()
+        browser.wait(timeout=30)
+
+
+def test_a_new_snapshot_moves_a_number_on_the_open_page(dashboard: Dashboard) -> None:
+    """The page polls the snapshot version; a late dispute's snapshot moves the P&L total."""
+    tenant = dashboard.a
+    token = mint_token(SECRET, tenant_id=tenant, ttl_seconds=600)
+    pnl = [r for r in dashboard.mart("daily_pnl").to_pylist() if r["tenant_id"] == tenant]
+    day = max(r["local_date"] for r in pnl)
+    currency = next(r["currency"] for r in pnl if r["local_date"] == day)
+    exponent = CURRENCY_EXPONENTS[currency]
+    total = f"document.querySelector('[data-total=\"pnl:{currency}:revenue\"]')?.textContent"
+    rendered = "document.body.dataset.rendered"
+    out = Path(tempfile.mkdtemp(prefix="ledger-dashboard-live-"))
+    try:
+        with open_page(f"{dashboard.url}/#token={token}", out / "profile") as page:
+            before_stamp = dashboard.snapshot_dir().name
+            page.wait_for(f"{rendered} === {json.dumps(before_stamp)} && {total}")
+            before = page.value(total)
+            stamp = dashboard.publish_with_one_day_changed(tenant, day, bump=-12345)
+            # The next poll (every poll_seconds) sees the new version and re-renders the views.
+            page.wait_for(f"{rendered} === {json.dumps(stamp)}", timeout=30)
+            after = page.value(total)
+            shot = page.call("Page.captureScreenshot", format="png")
+            (out / "live.png").write_bytes(base64.b64decode(shot["data"]))
+        minor = int(before.replace(",", "").replace(".", ""))
+        assert after == format_minor(minor - 12345, exponent), (before, after)
+    finally:
+        dashboard.republish()
+    print(f"screenshot after the update: {out / 'live.png'}")
