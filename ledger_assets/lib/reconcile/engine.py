@@ -324,9 +324,25 @@ def _postgres_query(spec: MeasureSpec, *, windows: bool, keys: bool) -> sql.Comp
         if table.day_kind == "local_date"
         else f"(t.{table.day_column} at time zone z.time_zone)::date"
     )
+    source = sql.SQL(" from {} t").format(sql.Identifier(SCHEMA, table.name))
+    if windows:
+        # Each window reads its rows by one index range. As a plain join the planner pairs the
+        # index with the tenants join instead (``tenant_id = z.tenant_id``) and reads every
+        # row of each tenant; the lateral subquery, kept apart by ``offset 0``, prevents that.
+        bound = "date" if table.day_kind == "local_date" else "timestamptz"
+        source = sql.SQL(
+            " from unnest(%(tenants)s::int4[], %(lows)s::{bound}[], %(highs)s::{bound}[])"
+            " as w(tenant_id, lo, hi) cross join lateral (select * from {table} r"
+            " where r.tenant_id = w.tenant_id and r.{col} >= w.lo and r.{col} < w.hi"
+            " offset 0) t"
+        ).format(
+            bound=sql.SQL(bound),
+            table=sql.Identifier(SCHEMA, table.name),
+            col=sql.Identifier(table.day_column),
+        )
     parts: list[sql.Composable] = [
         sql.SQL(_select(spec, day)),  # constant expressions of specs.py
-        sql.SQL(" from {} t").format(sql.Identifier(SCHEMA, table.name)),
+        source,
     ]
     if table.day_kind == "instant":
         parts.append(sql.SQL(" join ledger.tenants z on z.tenant_id = t.tenant_id"))
@@ -336,15 +352,6 @@ def _postgres_query(spec: MeasureSpec, *, windows: bool, keys: bool) -> sql.Comp
                 " join unnest(%(codes)s::text[], %(scales)s::int8[]) as c(code, scale)"
                 " on c.code = t.currency"
             )
-        )
-    if windows:
-        bound = "date" if table.day_kind == "local_date" else "timestamptz"
-        parts.append(
-            sql.SQL(
-                " join unnest(%(tenants)s::int4[], %(lows)s::{bound}[], %(highs)s::{bound}[])"
-                " as w(tenant_id, lo, hi) on w.tenant_id = t.tenant_id"
-                " and t.{col} >= w.lo and t.{col} < w.hi"
-            ).format(bound=sql.SQL(bound), col=sql.Identifier(table.day_column))
         )
     if keys:
         parts.append(
