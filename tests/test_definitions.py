@@ -146,38 +146,48 @@ def test_instance_configs_are_valid(
     assert settings["run_coordinator"]["class"] == "QueuedRunCoordinator"
 
 
-def test_marts_schedule_builds_everything_once_then_the_current_days() -> None:
+def test_marts_schedule_waits_for_the_lake_builds_everything_once_then_the_last_week(
+    tmp_path: Path,
+) -> None:
     from datetime import UTC, datetime
 
-    from ledger_assets.defs.dbt.schedules import marts_schedule
-
-    at = datetime(2026, 3, 8, 23, 55, tzinfo=UTC)
-    with dg.instance_for_test() as instance:
-        first = marts_schedule(
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
-        )
-    assert [r.tags.get("ledger/marts") for r in first] == ["full_refresh"]
-    assert first[0].partition_key == "2026-03-08"
-    # Once a build succeeded: the last week in one range run, unless one is still queued.
     from dagster._core.storage.dagster_run import DagsterRun
 
+    from ledger_assets.defs.dbt.schedules import marts_schedule
+    from ledger_assets.defs.resources import LakeResource
+    from ledger_assets.lib.cdc.lsn import Lsn
+    from ledger_assets.lib.lake.sync import LakeState, write_lake_state
+
+    at = datetime(2026, 3, 8, 23, 55, tzinfo=UTC)
+    lake = LakeResource(root=str(tmp_path / "lake"))
+
+    def tick(instance: dg.DagsterInstance) -> object:
+        return marts_schedule(
+            dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=at, resources={"lake": lake}
+            )
+        )
+
     with dg.instance_for_test() as instance:
+        assert isinstance(tick(instance), dg.SkipReason), "nothing while the lake is not seeded"
+        write_lake_state(lake.layout, LakeState(applied_end=Lsn(5), seeded_lsn=Lsn(9)))
+        assert isinstance(tick(instance), dg.SkipReason), "nothing while it is seeding"
+        write_lake_state(lake.layout, LakeState(applied_end=Lsn(10), seeded_lsn=Lsn(9)))
+        first = tick(instance)
+        assert isinstance(first, list)
+        assert [r.tags.get("ledger/marts") for r in first] == ["full_refresh"]
+        assert first[0].partition_key == "2026-03-08"
+        # Once a build succeeded: the last week in one range run, unless one is still queued.
         instance.add_run(
             DagsterRun(job_name="marts_job", run_id="a" * 36, status=dg.DagsterRunStatus.SUCCESS)
         )
-        (current,) = marts_schedule(
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
-        )
-        assert current.partition_key_range == dg.PartitionKeyRange("2026-03-02", "2026-03-08")
+        current = tick(instance)
+        assert isinstance(current, list)
+        assert current[0].partition_key_range == dg.PartitionKeyRange("2026-03-02", "2026-03-08")
         instance.add_run(
             DagsterRun(
                 job_name="marts_job", run_id="b" * 36, status=dg.DagsterRunStatus.NOT_STARTED,
-                tags=current.tags,
+                tags=current[0].tags,
             )
         )  # fmt: skip
-        assert (
-            marts_schedule(
-                dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
-            )
-            == []
-        )
+        assert tick(instance) == []

@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 import pytest
+from dagster._core.storage.dagster_run import DagsterRun
 from psycopg.conninfo import conninfo_to_dict
 
 from ledger_assets.defs.cdc.checks import slot_is_healthy
@@ -62,6 +63,13 @@ def test_seed_then_capture_then_apply(env: Any) -> None:
     assert request.run_key.startswith("cdc-")
     # A replayed tick before the run has applied anything names the same range.
     assert tick(cdc_capture_sensor, instance, resources).run_key == request.run_key
+    # While an apply run waits to start, ticks add none: that run takes everything landed.
+    with dg.instance_for_test() as busy:
+        busy.add_run(DagsterRun(job_name=lake_apply_job.name, run_id="e" * 36,
+                                status=dg.DagsterRunStatus.NOT_STARTED))  # fmt: skip
+        waiting = tick(cdc_capture_sensor, busy, resources)
+    assert isinstance(waiting, dg.SkipReason)
+    assert "waiting to start" in (waiting.skip_message or "")
     result = lake_apply_job.execute_in_process(resources=resources, instance=instance)
     assert result.success
     materialized = [

@@ -5,6 +5,8 @@ from datetime import UTC, date, timedelta
 import dagster as dg
 
 from ledger_assets.defs.dbt.assets import ledger_marts
+from ledger_assets.defs.resources import LakeResource
+from ledger_assets.lib.lake.sync import read_lake_state
 
 #: The days (relative to the UTC date) every tick rebuilds, in one run over that range. Tenants
 #: run from UTC-11 to UTC+14 ("today" is yesterday, today or tomorrow somewhere), and most
@@ -37,7 +39,13 @@ marts_job = dg.define_asset_job(
     cron_schedule="*/5 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
-def marts_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+def marts_schedule(
+    context: dg.ScheduleEvaluationContext, lake: LakeResource
+) -> list[dg.RunRequest] | dg.SkipReason:
+    if read_lake_state(lake.layout).seeding:
+        # The marts refuse to build from a lake that is still seeding; asking would only
+        # queue a run that fails.
+        return dg.SkipReason("the lake is still seeding")
     moment = context.scheduled_execution_time.astimezone(UTC)
     built_before = context.instance.get_runs(
         filters=dg.RunsFilter(job_name=marts_job.name, statuses=[dg.DagsterRunStatus.SUCCESS]),
