@@ -4,16 +4,11 @@ import dagster as dg
 
 from ledger_assets.defs.lake.jobs import lake_apply_job, lake_seed_job
 from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.defs.runs import waiting_run
 from ledger_assets.lib.cdc import CaptureBusyError, ChangeCapture
 from ledger_assets.lib.cdc.state import read_state
 from ledger_assets.lib.lake.sync import read_lake_state
 
-#: Apply runs that have not read the change log yet.
-_NOT_YET_APPLYING = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-]
 _ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -75,12 +70,10 @@ def cdc_capture_sensor(
     landed = capture_state.landed
     if landed <= lake_state.applied_end:
         return dg.SkipReason(f"no new changes; the lake is at {lake_state.applied_end}")
-    waiting = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=lake_apply_job.name, statuses=_NOT_YET_APPLYING), limit=1
-    )
-    if waiting:
+    waiting = waiting_run(context.instance, lake_apply_job.name)
+    if waiting is not None:
         # An apply run that has not started applies everything landed when it starts.
-        return dg.SkipReason(f"apply run {waiting[0].run_id} is waiting to start; it takes these")
+        return dg.SkipReason(f"apply run {waiting.run_id} is waiting to start; it takes these")
     # The run key names the LSN range: a replayed tick is deduplicated, new changes never are.
     return dg.RunRequest(
         run_key=f"cdc-{lake_state.applied_end.hex16}-{landed.hex16}",

@@ -6,6 +6,7 @@ import dagster as dg
 
 from ledger_assets.defs.dbt.assets import ledger_marts
 from ledger_assets.defs.resources import LakeResource
+from ledger_assets.defs.runs import waiting_run
 from ledger_assets.lib.lake.sync import read_lake_state
 
 #: The days (relative to the UTC date) every tick rebuilds, in one run over that range. Tenants
@@ -59,15 +60,7 @@ def marts_schedule(
                 tags={CURRENT_TAG: "full_refresh"},
             )
         ]
-    waiting = context.instance.get_runs(
-        filters=dg.RunsFilter(
-            job_name=marts_job.name,
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
-            tags={CURRENT_TAG: "current"},
-        ),
-        limit=1,
-    )
-    if waiting:
+    if waiting_run(context.instance, marts_job.name, {CURRENT_TAG: "current"}) is not None:
         # The queued run reads the lake when it starts: another one would add nothing.
         return []
     first, last = (moment.date() + timedelta(days=d) for d in (min(SCHEDULED_DAYS), 0))

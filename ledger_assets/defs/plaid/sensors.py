@@ -4,6 +4,7 @@ import dagster as dg
 
 from ledger_assets.defs.plaid.assets import plaid_ingestion
 from ledger_assets.defs.resources import PostgresResource
+from ledger_assets.defs.runs import waiting_run
 from ledger_assets.lib.ingest.inbox import newest_received, pending_plaid_items
 
 plaid_sync_job = dg.define_asset_job(
@@ -32,8 +33,12 @@ plaid_sync_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def plaid_webhook_sensor(
-    postgres: PostgresResource,
+    context: dg.SensorEvaluationContext, postgres: PostgresResource
 ) -> dg.RunRequest | dg.SkipReason:
+    queued = waiting_run(context.instance, plaid_sync_job.name)
+    if queued is not None:
+        # Items with news after it was requested get a run once it has started.
+        return dg.SkipReason(f"run {queued.run_id} is waiting to start")
     with postgres.connect() as conn:
         waiting = pending_plaid_items(conn)
         newest = newest_received(conn, "plaid")

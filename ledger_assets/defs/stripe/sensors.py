@@ -3,6 +3,7 @@
 import dagster as dg
 
 from ledger_assets.defs.resources import PostgresResource
+from ledger_assets.defs.runs import waiting_run
 from ledger_assets.defs.stripe.assets import stripe_ingestion
 from ledger_assets.lib.ingest.inbox import newest_received
 
@@ -31,8 +32,12 @@ stripe_pull_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def stripe_webhook_sensor(
-    postgres: PostgresResource,
+    context: dg.SensorEvaluationContext, postgres: PostgresResource
 ) -> dg.RunRequest | dg.SkipReason:
+    waiting = waiting_run(context.instance, stripe_ingestion_job.name)
+    if waiting is not None:
+        # It applies every event in the inbox when it starts, these included.
+        return dg.SkipReason(f"run {waiting.run_id} is waiting to start; it applies these")
     with postgres.connect() as conn:
         newest = newest_received(conn, "stripe")
     if newest is None:

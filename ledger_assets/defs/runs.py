@@ -1,0 +1,25 @@
+"""Run bookkeeping shared by the sensors and schedules that could otherwise queue duplicates."""
+
+from collections.abc import Mapping
+
+import dagster as dg
+
+#: Runs that have not started their work: one of these will still see everything that lands
+#: before it starts, so asking for another adds only start-up cost (several seconds each on
+#: two cores, and the queue fills faster than it drains).
+NOT_YET_WORKING = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+]
+
+
+def waiting_run(
+    instance: dg.DagsterInstance, job_name: str, tags: Mapping[str, str] | None = None
+) -> dg.DagsterRun | None:
+    """A run of ``job_name`` (with ``tags``) that has not started its work yet, if any."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=job_name, statuses=NOT_YET_WORKING, tags=tags or {}),
+        limit=1,
+    )
+    return runs[0] if runs else None
