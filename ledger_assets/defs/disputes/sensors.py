@@ -26,6 +26,7 @@ import dagster as dg
 from ledger_assets.defs.dbt.schedules import first_scheduled_day, marts_job
 from ledger_assets.defs.lake.assets import lake_asset_key, lake_partitions
 from ledger_assets.defs.lake.jobs import DISPUTES_KEY, LSN_FROM_KEY, LSN_TO_KEY
+from ledger_assets.defs.runs import NOT_YET_WORKING
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 
 #: Materializations read per lake table and tick; a longer backlog drains over later ticks.
@@ -126,10 +127,7 @@ def late_run_requests(
 def pending_marts_coverage(instance: dg.DagsterInstance) -> Callable[[date], bool]:
     """Whether a day is covered by a marts run that is queued and has not started."""
     runs = instance.get_runs(
-        filters=dg.RunsFilter(
-            job_name=marts_job.name,
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
-        )
+        filters=dg.RunsFilter(job_name=marts_job.name, statuses=NOT_YET_WORKING)
     )
     everything = False
     days: set[date] = set()
