@@ -13,6 +13,8 @@ from ledger_assets.lib.cdc import CaptureBusyError
 from tests.reconcile.conftest import FULL, INCREMENTAL, Env
 
 SECONDS = 40.0
+#: Cycles judged at the least, however slow a shared machine makes them.
+CYCLES = 10
 
 
 def _write(env: Env, stop: threading.Event, errors: list[BaseException]) -> None:
@@ -71,7 +73,7 @@ def test_no_false_alarm_under_steady_writes(env: Env) -> None:
     in_flight = 0
     try:
         deadline = time.monotonic() + SECONDS
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or len(statuses) < CYCLES:
             scope = FULL if len(statuses) % 5 == 4 else INCREMENTAL
             report = env.check(scope, sweep_cycles=4)
             statuses.append(report.status)
@@ -82,7 +84,6 @@ def test_no_false_alarm_under_steady_writes(env: Env) -> None:
         for thread in threads:
             thread.join()
     assert not errors, errors
-    assert len(statuses) >= 10, statuses
     assert statuses.count("pass") >= len(statuses) - 2, statuses
     assert in_flight > 0, "the writes never overlapped a cycle"
     env.sync()
