@@ -75,7 +75,9 @@ class Writer:
 
     def _run(self) -> None:
         interval = 1.0 / TXN_PER_SECOND
-        with psycopg.connect(self.dsn) as conn:
+        # Autocommit: each conn.transaction() is then a real transaction, not a savepoint of
+        # one long transaction that would commit only when the writer stops.
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
             began = time.monotonic()
             n = 0
             while not self._stop.is_set():

@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -40,7 +41,7 @@ RUNS = 2
 
 def _url(dsn: str) -> str:
     """The DSN as a ``postgresql://`` URL (ConnectorX and ADBC take no libpq conninfo)."""
-    p = conninfo_to_dict(dsn)
+    p = {k: quote(str(v), safe="") for k, v in conninfo_to_dict(dsn).items()}
     return (
         f"postgresql://{p.get('user', '')}:{p.get('password', '')}@{p.get('host', 'localhost')}"
         f":{p.get('port', 5432)}/{p.get('dbname', '')}"
