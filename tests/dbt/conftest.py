@@ -64,10 +64,14 @@ class DbtRun:
             window,
         )
 
-    def dbt(self, *args: str) -> subprocess.CompletedProcess[str]:
-        dbt = Path(sys.executable).with_name("dbt")
+    def dbt(self, *args: str, runner: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run dbt's CLI, or (``runner``) the marts asset's ``lib.marts.dbt_runner``."""
+        if runner:
+            command = [sys.executable, "-m", "ledger_assets.lib.marts.dbt_runner"]
+        else:
+            command = [str(Path(sys.executable).with_name("dbt"))]
         return subprocess.run(
-            [str(dbt), *args, "--project-dir", str(self.project), "--profiles-dir",
+            [*command, *args, "--project-dir", str(self.project), "--profiles-dir",
              str(self.project)],
             env={**os.environ, "LEDGER_STATE_DIR": str(self.state_dir),
                  "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},

@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import duckdb
 import pyarrow as pa
 import pytest
+from dagster_dbt import DbtCliResource
+from dagster_dbt.compat import DBT_PYTHON_VERSION
 
-from ledger_assets.defs.dbt.assets import MartsConfig, dbt_build_args, ledger_marts
-from ledger_assets.defs.dbt.resources import marts_run_resources
+from ledger_assets.defs.dbt.assets import (
+    MANIFEST_PATH,
+    MartsConfig,
+    dbt_build_args,
+    ledger_marts,
+)
+from ledger_assets.defs.dbt.resources import DBT_PROJECT_DIR, dbt_cli, marts_run_resources
 from ledger_assets.defs.resources import LakeResource
 from ledger_assets.lib.marts.contracts import results_dir, write_results
 from ledger_assets.lib.marts.export import current_snapshot
+from ledger_assets.lib.marts.project import (
+    project_fingerprint,
+    views_built_from,
+    window_independent_views,
+)
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 from tests.dbt.conftest import Lake
 
@@ -31,6 +46,66 @@ def test_a_partition_window_becomes_dbt_vars() -> None:
 def test_a_full_refresh_drops_the_window() -> None:
     args = dbt_build_args(DAY, MartsConfig(full_refresh=True, unit_tests=True))
     assert args == ["build", "--full-refresh"]
+    # ... and rebuilds every view.
+    assert dbt_build_args(DAY, MartsConfig(full_refresh=True), ["stg_a"]) == [
+        "build", "--full-refresh", "--exclude-resource-type", "unit_test"
+    ]  # fmt: skip
+
+
+def test_a_windowed_run_excludes_the_views_it_keeps() -> None:
+    args = dbt_build_args(DAY, MartsConfig(), ["stg_a", "stg_b"])
+    assert args[3:5] == ["--exclude", "stg_a stg_b"]
+
+
+def _node(name: str, materialized: str, sql: str, macros: list[str]) -> tuple[str, Any]:
+    return f"model.p.{name}", {
+        "name": name, "resource_type": "model", "config": {"materialized": materialized},
+        "raw_code": sql, "depends_on": {"macros": macros},
+    }  # fmt: skip
+
+
+def _macro(name: str, path: str, sql: str, macros: list[str]) -> tuple[str, Any]:
+    return f"macro.p.{name}", {
+        "original_file_path": path,
+        "macro_sql": sql,
+        "depends_on": {"macros": macros},
+    }
+
+
+def test_views_that_read_the_window_are_never_kept() -> None:
+    manifest = {
+        "macros": dict([
+            _macro("in_window", "macros/date_window.sql", "{{ var('start_date') }}", []),
+            _macro("helper", "macros/other.sql", "{{ in_window('d') }}", ["macro.p.in_window"]),
+            _macro("days", "macros/days.sql", "{{ var('end_date') }}", []),
+            _macro("money", "macros/money.sql", "{{ x }} / 100", []),
+        ]),
+        "nodes": dict([
+            _node("plain", "view", "select {{ money('a') }}", ["macro.p.money"]),
+            _node("via_helper", "view", "select {{ helper() }}", ["macro.p.helper"]),
+            _node("via_var_macro", "view", "select {{ days() }}", ["macro.p.days"]),
+            _node("calls_var", "view", "select {{ var('start_date') }}", []),
+            _node("env", "view", "select {{ env_var('X') }}", []),
+            _node("mart", "incremental", "select 1", []),
+        ]),
+    }  # fmt: skip
+    assert window_independent_views(manifest) == ["env", "plain"]
+    # This project: every staging and intermediate view but the day spine.
+    kept = window_independent_views(json.loads(MANIFEST_PATH.read_text()))
+    assert len(kept) == 14
+    assert "int_tenant_days" not in kept
+    assert {"stg_stripe__charges", "int_balance_transactions_classified"} <= set(kept)
+
+
+def test_the_dbt_resource_skips_the_version_probe_and_the_adapter() -> None:
+    # The dagster-dbt hooks LedgerDbtCliResource overrides: were they renamed by an upgrade,
+    # every run would again import dbt twice more.
+    assert isinstance(vars(DbtCliResource)["_cli_version"], cached_property)
+    assert callable(vars(DbtCliResource)["_initialize_dbt_core_adapter"])
+    resource = dbt_cli()
+    # Not `python --version`: the executable is the interpreter running lib.marts.dbt_runner.
+    assert resource._cli_version == DBT_PYTHON_VERSION
+    assert resource._initialize_dbt_core_adapter(["build"]) is None
 
 
 def test_dbt_sources_are_the_lake_assets_mapped_by_date() -> None:
@@ -69,6 +144,31 @@ def test_materializing_one_day_builds_checks_and_publishes(
     snapshot = current_snapshot(state / "marts")
     assert snapshot is not None
     assert (snapshot / "daily_pnl.parquet").exists()
+    # A fresh database: every view was created, and recorded as built from this project.
+    staging = dg.AssetKey(["staging", "stg_stripe__charges"])
+    assert staging in materialized
+    assert views_built_from(state / "marts.duckdb") == project_fingerprint(DBT_PROJECT_DIR)
+
+    # The next day's run keeps those views, and builds the day's marts and their checks.
+    again = dg.materialize(
+        [ledger_marts],
+        partition_key="2025-03-11",
+        resources=marts_run_resources(
+            seeded_lake.dsn, LakeResource(root=str(seeded_lake.layout.root)), state
+        ),
+    )
+    assert again.success
+    rebuilt = {e.asset_key for e in again.get_asset_materialization_events()}
+    assert dg.AssetKey(["marts", "daily_pnl"]) in rebuilt
+    assert dg.AssetKey(["intermediate", "int_tenant_days"]) in rebuilt, "the spine reads vars"
+    assert staging not in rebuilt
+    assert all(c.passed for c in again.get_asset_check_evaluations())
+    con = duckdb.connect(str(state / "marts.duckdb"), read_only=True)
+    try:
+        days = con.execute("select distinct local_date from marts.marts.daily_pnl order by 1")
+        assert days.fetchall() == [(date(2025, 3, 10),), (date(2025, 3, 11),)]
+    finally:
+        con.close()
 
 
 def test_an_open_reconciliation_mismatch_blocks_that_days_marts(

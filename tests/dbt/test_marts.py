@@ -7,15 +7,17 @@ import random
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ledger_assets.defs.dbt.assets import MANIFEST_PATH, MartsConfig, dbt_build_args
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
 from ledger_assets.lib.lake.reader import create_lake_view
 from ledger_assets.lib.lake.store import read_partitions, write_partition
@@ -28,6 +30,7 @@ from ledger_assets.lib.marts.export import (
     mart_tables,
 )
 from ledger_assets.lib.marts.prepare import BuildWindow, LakeNotReadyError, prepare_marts_database
+from ledger_assets.lib.marts.project import window_independent_views
 from tests.dbt.conftest import DbtRun, Lake, copy_project
 
 PNL_LINES = (
@@ -361,8 +364,18 @@ def test_a_windowed_build_gives_the_full_builds_rows(built_marts: DbtRun, tmp_pa
     assert prepared.reach_days["stripe_charges"] > 0
     total_days = len(built_marts.lake.layout.base_files("stripe_charges"))
     assert prepared.lake_files["stripe_charges"] < total_days / 3
-    built = run.dbt("build", "--vars", window(day), "--exclude-resource-type", "unit_test")
+    # As the Dagster asset runs it: the views of the full build kept (but the day spine), the
+    # project parsed without the vars.
+    kept = window_independent_views(json.loads(MANIFEST_PATH.read_text()))
+    assert "stg_stripe__charges" in kept
+    assert "int_tenant_days" not in kept, "the day spine reads the window"
+    days = dg.TimeWindow(
+        datetime.combine(day, time()), datetime.combine(day, time()) + timedelta(1)
+    )
+    args = dbt_build_args(days, MartsConfig(), kept)
+    built = run.dbt(*args, runner=True)
     assert built.returncode == 0, built.stdout[-4000:]
+    assert "START sql view model staging.stg_stripe__charges" not in built.stdout
     for mart in [*WINDOWED_MARTS, "reconciliation_status"]:
         sql = f"select * from marts.marts.{mart} order by all"
         assert query(run.database, sql) == query(built_marts.database, sql), mart

@@ -23,7 +23,7 @@ After a successful build the marts are published as one Parquet snapshot (``lib.
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,13 @@ from ledger_assets.lib.lake.sync import lake_tables
 from ledger_assets.lib.lake.versions import mark_published
 from ledger_assets.lib.marts.export import export_marts, mart_tables
 from ledger_assets.lib.marts.prepare import BuildWindow, prepare_marts_database
+from ledger_assets.lib.marts.project import (
+    project_files,
+    project_fingerprint,
+    record_views_built,
+    views_built_from,
+    window_independent_views,
+)
 
 MARTS_SCHEMA = "marts"
 
@@ -82,10 +89,13 @@ def build_window(window: dg.TimeWindow | None, config: MartsConfig) -> BuildWind
     return BuildWindow(window.start.date(), window.end.date())
 
 
-def dbt_build_args(window: dg.TimeWindow | None, config: MartsConfig) -> list[str]:
+def dbt_build_args(
+    window: dg.TimeWindow | None, config: MartsConfig, kept_views: Sequence[str] = ()
+) -> list[str]:
     """The ``dbt build`` arguments for a run over ``window`` (None: everything).
 
     The window's dates are the partition keys' account-local days; end is exclusive.
+    ``kept_views`` (windowed runs only) are left as they are, with their data tests.
     """
     args = ["build"]
     if config.full_refresh or window is None:
@@ -97,6 +107,8 @@ def dbt_build_args(window: dg.TimeWindow | None, config: MartsConfig) -> list[st
             "end_date": window.end.date().isoformat(),
         }
         args += ["--vars", json.dumps(dbt_vars, sort_keys=True)]
+        if kept_views:
+            args += ["--exclude", " ".join(kept_views)]
     if not config.unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     return args
@@ -108,27 +120,26 @@ def _manifest_is_stale() -> bool:
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime_ns
-    project = Path(dbt_project.project_dir)
     return any(
-        path.stat().st_mtime_ns > built
-        for pattern in ("*.yml", "models/**/*", "macros/**/*", "tests/**/*")
-        for path in project.glob(pattern)
-        if path.is_file()
+        path.stat().st_mtime_ns > built for path in project_files(Path(dbt_project.project_dir))
     )
 
 
-def _manifest_path() -> Any:
+def _manifest_path() -> Path:
     # `dagster dev` re-parses on load; elsewhere parse when the manifest is missing (a fresh
     # clone, CI) or older than the project (a pulled change), so the code location never loads
     # models from an outdated manifest.
     dbt_project.prepare_if_dev()
     if _manifest_is_stale():
         dbt_project.preparer.prepare(dbt_project)
-    return dbt_project.manifest_path
+    return Path(dbt_project.manifest_path)
+
+
+MANIFEST_PATH = _manifest_path()
 
 
 @dbt_assets(
-    manifest=_manifest_path(),
+    manifest=MANIFEST_PATH,
     project=dbt_project,
     name="ledger_marts",
     partitions_def=daily_partitions,
@@ -171,7 +182,24 @@ def ledger_marts(
         f"{prepared.reach_days}), reference rows {prepared.sor_rows}, "
         f"{prepared.reconciliation_files} reconciliation result files"
     )
-    yield from dbt.cli(dbt_build_args(window, config), context=context).stream()
+    # The staging and intermediate views persist in the marts database: a windowed run keeps
+    # those that do not read the window when they were built from this very project, and a
+    # run that re-creates them forgets the record until it has succeeded.
+    fingerprint = project_fingerprint(Path(dbt_project.project_dir))
+    keep_views = days is not None and views_built_from(marts.database) == fingerprint
+    kept = window_independent_views(json.loads(MANIFEST_PATH.read_text())) if keep_views else []
+    if not keep_views:
+        record_views_built(marts.database, None)
+    context.log.info(
+        f"dbt views: {len(kept)} kept as built"
+        + ("" if keep_views else " (views re-created: full build, or a new project)")
+    )
+    invocation = dbt.cli(
+        dbt_build_args(window, config, kept), context=context, target_path=marts.dbt_target
+    )
+    yield from invocation.stream()
+    if not keep_views:
+        record_views_built(marts.database, fingerprint)
     report = export_marts(
         marts.database,
         MARTS_SCHEMA,
