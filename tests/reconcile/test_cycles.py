@@ -89,6 +89,31 @@ def test_identity_violations_are_reported_with_their_ids(env: Env) -> None:
     assert amount is not None
 
 
+def test_a_payout_identity_is_judged_by_a_cycle_of_its_day_only(env: Env) -> None:
+    """The payout's transactions lie on earlier days, outside the cycle's partitions."""
+    (payout, tenant, day), *_ = env.sql(
+        "select p.id, p.tenant_id, (p.created at time zone t.time_zone)::date"
+        " from ledger.stripe_payouts p join ledger.tenants t using (tenant_id)"
+        " where p.reconciliation_status = 'completed' and p.status = 'paid'"
+        " and exists (select from ledger.stripe_balance_transactions b where b.payout = p.id"
+        " and (b.created at time zone t.time_zone)::date"
+        " < (p.created at time zone t.time_zone)::date)"
+        " limit 1"
+    )
+    assert isinstance(tenant, int)
+    assert isinstance(day, date)
+    scope = ReconcileScope("partitions", frozenset({(tenant, day)}))
+    assert env.check(scope).identity_violations == ()
+    env.sql("update ledger.stripe_payouts set amount = amount + 3 where id = %s", (payout,))
+    env.sync()
+    report = env.check(scope)
+    found = {(v.identity, v.key) for v in report.identity_violations}
+    assert found == {
+        ("payout = sum(balance transactions)", payout),
+        ("payout transaction = -payout", payout),
+    }
+
+
 def test_a_seeding_lake_is_skipped(env: Env) -> None:
     state = read_lake_state(env.layout)
     assert state.applied_end is not None
