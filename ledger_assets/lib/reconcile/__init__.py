@@ -66,10 +66,9 @@ days for every tenant (the sweep cursor and the watermark live in
 default). In Postgres a restricted cycle joins per-tenant UTC windows (consecutive days merged)
 against the ``(tenant_id, created)`` / ``(tenant_id, date)`` indexes: rows read per cycle are
 the rows of the compared partitions, about ``rows / sweep_cycles`` plus the touched days
-(refunds, disputes and payouts got their indexes in migration 0004). The payout identity
-is the one lake read that does not shrink with the scope: a payout's balance transactions lie
-on any earlier day, so it reads the ``payout``, ``net`` and ``amount`` columns of every
-balance-transaction file.
+(refunds, disputes and payouts got their indexes in migration 0004; a window is read by one
+index range). A payout's balance transactions lie on any earlier day: the payout identity
+reads the lake files of the days the snapshot puts them on (found by the ``payout`` index).
 """
 
 from ledger_assets.lib.reconcile.engine import reconcile
