@@ -317,7 +317,7 @@ class MartReader:
         where = "tenant_id = ?" if len(tenants) == 1 else "list_contains(?, tenant_id)"
         table = snapshot.query(
             f"select tenant_id, max({quote_identifier(report.date_column)}) as d "  # noqa: S608
-            f"from {quote_identifier(report.mart)} where {where} group by tenant_id",
+            f"from {snapshot.table(report.mart)} where {where} group by tenant_id",
             [tenants[0] if len(tenants) == 1 else tenants],
         )
         newest = dict(zip(table.column("tenant_id").to_pylist(),
@@ -335,7 +335,7 @@ class MartReader:
         )
         order = ", ".join(["i", *(f"m.{quote_identifier(c)}" for c in report.order_by)])
         date_col = f"m.{quote_identifier(report.date_column)}"
-        mart = quote_identifier(report.mart)
+        mart = snapshot.table(report.mart)
         if len(wanted) == 1:
             # A request's one tenant and period: a filter DuckDB prunes row groups with (the
             # join below, for the warm-up's many, takes about 4x as long for one).
@@ -441,14 +441,15 @@ class MartReader:
             return snapshot.query(
                 f"""
                 with pnl as (
-                    select * from daily_pnl where {where}
+                    select * from {snapshot.table("daily_pnl")} where {where}
                 ), latest as (
                     select tenant_id, max(local_date) as last_day from pnl group by tenant_id
                 ), recon as (
                     select tenant_id,
                            count(*) filter (where status = 'mismatch') as mismatched_days,
                            max(last_checked_at) as last_checked_at
-                    from reconciliation_status where {where} group by tenant_id
+                    from {snapshot.table("reconciliation_status")} where {where}
+                    group by tenant_id
                 )
                 select pnl.tenant_id, pnl.currency, latest.last_day,
                        cast(sum(pnl.revenue) as bigint) as revenue,

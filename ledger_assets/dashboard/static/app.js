@@ -87,7 +87,8 @@ function chart(spec, report, data) {
   const x = (i) => L + (dates.length === 1 ? 0 : (i * (W - L - 10)) / (dates.length - 1));
   const y = (v) => T + ((hi - v) * (H - T - B)) / span;
   const exp = (data.exponents || {})[currency] || 0;
-  const isMoney = (s) => report.columns.find((c) => c.name === s).kind === "money";
+  const column = (s) => report.columns.find((c) => c.name === s);
+  const isMoney = (s) => column(s).kind === "money";
   const add = (tag, attrs, text) => {
     const n = document.createElementNS(NS, tag);
     for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
@@ -103,10 +104,12 @@ function chart(spec, report, data) {
   const colors = ["#2f6fdf", "#e07b20", "#2a9d5c"];
   spec.series.forEach((s, si) => {
     if (spec.kind === "bar") {
-      const bw = Math.max(1, (W - L - 10) / dates.length - 1);
+      // One slot per date inside the plot area; a bar fills most of its slot.
+      const slot = (W - L - 10) / dates.length;
+      const bw = Math.max(1, slot * 0.8);
       dates.forEach((d, i) => {
         const v = byDate.get(d)[si];
-        add("rect", { x: x(i) - bw / 2, y: Math.min(y(v), y(0)), width: bw,
+        add("rect", { x: L + i * slot + (slot - bw) / 2, y: Math.min(y(v), y(0)), width: bw,
                       height: Math.abs(y(v) - y(0)), fill: colors[si] });
       });
     } else {
@@ -114,7 +117,7 @@ function chart(spec, report, data) {
       add("polyline", { points: pts.join(" "), fill: "none", stroke: colors[si], "stroke-width": 2 });
     }
     add("text", { x: L + 10 + si * 160, y: T + 10, "font-size": 11, fill: colors[si] },
-        `${s} (${currency})`);
+        isMoney(s) ? `${column(s).label} (${currency.toUpperCase()})` : column(s).label);
   });
   return svg;
 }
@@ -127,7 +130,8 @@ function table(report, data) {
   for (const r of data.rows) {
     const exp = (data.exponents || {})[r[curIdx]] || 0;
     body.append(el("tr", {}, ...cols.map((c, i) =>
-      el("td", { class: NUMERIC.has(c.kind) ? "" : "text" }, cell(c.kind, r[i], exp)))));
+      el("td", { class: NUMERIC.has(c.kind) ? "" : "text" },
+         c.name === "currency" ? String(r[i]).toUpperCase() : cell(c.kind, r[i], exp)))));
   }
   // Totals sit under the header (sticky with it), so they stay in view while the rows scroll.
   const foot = el("thead", {}, head);
@@ -135,7 +139,7 @@ function table(report, data) {
     const exp = (data.exponents || {})[t.currency] || 0;
     foot.append(el("tr", { class: "totals" }, ...cols.map((c, i) => {
       if (i === 0) return el("td", { class: "text" }, `Total (${t.rows} rows)`);
-      if (c.name === "currency") return el("td", { class: "text" }, t.currency);
+      if (c.name === "currency") return el("td", { class: "text" }, t.currency.toUpperCase());
       if (!(c.name in t.values)) return el("td", {}, "");
       return el("td", { "data-total": `${report.name}:${t.currency}:${c.name}` },
                 cell(c.kind, t.values[c.name], exp));
