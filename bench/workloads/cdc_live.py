@@ -117,12 +117,20 @@ class Consumer:
     layout: LakeLayout
     #: (end time, watermark) of every apply.
     applied: list[tuple[float, Lsn]] = field(default_factory=list)
+    capture_s: float = 0.0
+    apply_s: float = 0.0
+    partitions: int = 0
 
     def tick(self) -> Lsn:
+        began = time.monotonic()
         with ChangeCapture(self.config) as capture:
             capture.start()
             capture.capture_batch()
-        apply_landed(self.config.dsn, self.layout, self.config.changelog_dir)
+        captured = time.monotonic()
+        result = apply_landed(self.config.dsn, self.layout, self.config.changelog_dir)
+        self.capture_s += captured - began
+        self.apply_s += time.monotonic() - captured
+        self.partitions += result.partitions_changed
         end = read_lake_state(self.layout).applied_end
         assert end is not None
         self.applied.append((time.monotonic(), end))
@@ -184,6 +192,7 @@ def cdc_latency(ctx: Context) -> list[Figure]:
                 ticks.append(time.monotonic() - tick_began)
                 time.sleep(max(0.0, TICK_SECONDS - (time.monotonic() - tick_began)))
             writer.stop()
+            split = (consumer.capture_s, consumer.apply_s, consumer.partitions)
             _finish(dsn, layout, consumer, writer)
             latencies = []
             for committed, lsn in writer.commits:
@@ -214,6 +223,9 @@ def cdc_latency(ctx: Context) -> list[Figure]:
             higher_is_better=False,
         ),
         Figure("commit -> partition file, max", max(latencies), "s", higher_is_better=False),
+        Figure("capture, all ticks", split[0], "s", higher_is_better=False),
+        Figure("apply, all ticks", split[1], "s", higher_is_better=False),
+        Figure("partitions rewritten, all ticks", split[2], "parts"),
     ]
 
 
@@ -233,6 +245,7 @@ def cdc_catchup(ctx: Context) -> list[Figure]:
             while consumer.tick() < target:
                 ticks += 1
             drain_s = time.monotonic() - stopped_at
+            split = (consumer.capture_s, consumer.apply_s, consumer.partitions)
             writer.stop()
             _finish(dsn, layout, consumer, writer)
             with psycopg.connect(dsn, autocommit=True) as conn:
@@ -244,5 +257,8 @@ def cdc_catchup(ctx: Context) -> list[Figure]:
         Figure("backlog: row changes", len(backlog) * (ROWS_PER_TXN + 1), "rows"),
         Figure("drain (capture + apply, writer on)", drain_s, "s", higher_is_better=False),
         Figure("ticks to drain", ticks + 1, "ticks"),
+        Figure("  of which capture (decode + land)", split[0], "s", higher_is_better=False),
+        Figure("  of which apply", split[1], "s", higher_is_better=False),
+        Figure("  partitions rewritten by the drain", split[2], "parts"),
         Figure("catch-up speed vs 10x target", STOPPED_SECONDS / drain_s, "x real", 10.0),
     ]
