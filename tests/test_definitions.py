@@ -179,7 +179,12 @@ def test_marts_schedule_waits_for_the_lake_builds_everything_once_then_the_last_
         assert first[0].partition_key == "2026-03-08"
         # Once a build succeeded: the last week in one range run, unless one is still queued.
         instance.add_run(
-            DagsterRun(job_name="marts_job", run_id="a" * 36, status=dg.DagsterRunStatus.SUCCESS)
+            DagsterRun(
+                job_name="marts_job",
+                run_id="a" * 36,
+                status=dg.DagsterRunStatus.SUCCESS,
+                tags={"ledger/marts": "full_refresh"},
+            )
         )
         current = tick(instance)
         assert isinstance(current, list)

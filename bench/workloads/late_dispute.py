@@ -32,6 +32,7 @@ from bench.core import Context, Figure, workload
 from bench.workloads.marts import PROJECT, _dbt
 from ledger_assets.defs.dbt.assets import ledger_marts
 from ledger_assets.defs.dbt.resources import marts_run_resources
+from ledger_assets.defs.dbt.schedules import CURRENT_TAG
 from ledger_assets.defs.disputes.sensors import late_arrivals_sensor
 from ledger_assets.defs.lake.jobs import lake_apply_job
 from ledger_assets.defs.resources import LakeResource
@@ -108,6 +109,7 @@ def _one_size(ctx: Context, rows: int, folder: Path) -> dict[str, float]:
                 [ledger_marts], partition_key=now.date().isoformat(), resources=resources,
                 instance=instance,
                 run_config=dg.RunConfig({ledger_marts.op.name: {"config": {"full_refresh": True}}}),
+                tags={CURRENT_TAG: "full_refresh"},
             ).success  # fmt: skip
 
             started = time.monotonic()

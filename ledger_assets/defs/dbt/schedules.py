@@ -49,10 +49,25 @@ def marts_schedule(
         return dg.SkipReason("the lake is still seeding")
     moment = context.scheduled_execution_time.astimezone(UTC)
     built_before = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=marts_job.name, statuses=[dg.DagsterRunStatus.SUCCESS]),
+        filters=dg.RunsFilter(
+            job_name=marts_job.name,
+            statuses=[dg.DagsterRunStatus.SUCCESS],
+            tags={CURRENT_TAG: "full_refresh"},
+        ),
         limit=1,
     )
     if not built_before:
+        if waiting_run(context.instance, marts_job.name, {CURRENT_TAG: "full_refresh"}) or (
+            context.instance.get_runs(
+                filters=dg.RunsFilter(
+                    job_name=marts_job.name,
+                    statuses=[dg.DagsterRunStatus.STARTED],
+                    tags={CURRENT_TAG: "full_refresh"},
+                ),
+                limit=1,
+            )
+        ):
+            return []  # the first full build is on its way
         return [
             dg.RunRequest(
                 partition_key=moment.date().isoformat(),

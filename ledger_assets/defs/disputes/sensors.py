@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
-from ledger_assets.defs.dbt.schedules import first_scheduled_day, marts_job
+from ledger_assets.defs.dbt.schedules import CURRENT_TAG, first_scheduled_day, marts_job
 from ledger_assets.defs.lake.assets import lake_asset_key, lake_partitions
 from ledger_assets.defs.lake.jobs import DISPUTES_KEY, LSN_FROM_KEY, LSN_TO_KEY
 from ledger_assets.defs.runs import NOT_YET_WORKING
@@ -35,6 +35,8 @@ DISPUTE_TAG = "ledger/dispute"
 PARTITIONS_TAG = "ledger/partitions"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+#: Late days at most this far apart are rebuilt in one run over their range.
+CLUSTER_GAP_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -88,40 +90,67 @@ def lake_change(record: dg.EventLogRecord) -> LakeChange | None:
 def late_run_requests(
     changes: list[LakeChange], before: date, covered: Callable[[date], bool]
 ) -> list[dg.RunRequest]:
-    """One marts run per day earlier than ``before`` that the tick's changes touched.
+    """Marts runs for the days earlier than ``before`` that the tick's changes touched.
 
+    Days are grouped into runs: days at most :data:`CLUSTER_GAP_DAYS` apart share one run over
+    their range (a marts run costs about the same for one day or a week: its cost is per dbt
+    node), while an isolated old day — a dispute's months-old cohort — gets a run of its own.
     A day already ``covered`` by a marts run that has not started yet is left to that run: it
-    reads the lake when it starts, so it includes these changes (without this, a busy CDC
-    stream queues a run per tick for the same day faster than two cores can build them).
-    The run key names every trigger (disputes and LSN ranges) of the day in this tick, so a
-    later dispute on the same day is a new key, never deduplicated away.
+    reads the lake when it starts, so it includes these changes. The run key names every
+    trigger (disputes and LSN ranges) in the run, so a later dispute on the same day is a new
+    key, never deduplicated away.
     """
     by_day: dict[date, list[LakeChange]] = {}
     for change in changes:
-        if change.day < before:
+        if change.day < before and not covered(change.day):
             by_day.setdefault(change.day, []).append(change)
+    clusters: list[list[date]] = []
+    for day in sorted(by_day):
+        if clusters and (day - clusters[-1][-1]).days <= CLUSTER_GAP_DAYS:
+            clusters[-1].append(day)
+        else:
+            clusters.append([day])
     requests = []
-    for day, group in sorted(by_day.items()):
-        if covered(day):
-            continue
+    for days in clusters:
+        group = [c for day in days for c in by_day[day]]
+        first, last = days[0].isoformat(), days[-1].isoformat()
         disputes = sorted({d for c in group for d in c.disputes})
-        partitions = sorted({f"{c.table}:{c.tenant_id}" for c in group})
+        partitions = sorted({f"{c.day.isoformat()}:{c.table}:{c.tenant_id}" for c in group})
         triggers = sorted({c.trigger for c in group})
         digest = hashlib.sha256("|".join(triggers).encode()).hexdigest()[:16]
+        tags = {
+            DISPUTE_TAG: ",".join(disputes) or "none",
+            PARTITIONS_TAG: ",".join(partitions),
+            "ledger/lsn": f"{min(c.lsn_from or '' for c in group)}.."
+            f"{max(c.lsn_to or '' for c in group)}",
+            "ledger/trigger": "late_arrival",
+        }
+        if first != last:
+            tags |= {RANGE_START: first, RANGE_END: last}
         requests.append(
             dg.RunRequest(
-                run_key=f"late:{day.isoformat()}:{'+'.join(disputes) or 'cdc'}:{digest}",
-                partition_key=day.isoformat(),
-                tags={
-                    DISPUTE_TAG: ",".join(disputes) or "none",
-                    PARTITIONS_TAG: f"{day.isoformat()} " + ",".join(partitions),
-                    "ledger/lsn": f"{min(c.lsn_from or '' for c in group)}.."
-                    f"{max(c.lsn_to or '' for c in group)}",
-                    "ledger/trigger": "late_arrival",
-                },
+                run_key=f"late:{first}..{last}:{'+'.join(disputes) or 'cdc'}:{digest}",
+                partition_key=first if first == last else None,
+                tags=tags,
             )
         )
     return requests
+
+
+def first_full_build_started(instance: dg.DagsterInstance) -> float | None:
+    """When the first successful full marts build started (None: none has succeeded yet)."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            job_name=marts_job.name,
+            statuses=[dg.DagsterRunStatus.SUCCESS],
+            tags={CURRENT_TAG: "full_refresh"},
+        ),
+        limit=1,
+        ascending=True,
+    )
+    if not records:
+        return None
+    return records[0].start_time or records[0].create_timestamp.timestamp()
 
 
 def pending_marts_coverage(instance: dg.DagsterInstance) -> Callable[[date], bool]:
@@ -148,7 +177,7 @@ def pending_marts_coverage(instance: dg.DagsterInstance) -> Callable[[date], boo
 @dg.sensor(
     name="late_arrivals_sensor",
     description="Rebuild the mart days of lake partitions rewritten before the days the marts "
-    "schedule rebuilds (a late dispute on an old charge): one marts run per touched day.",
+    "schedule rebuilds (a late dispute on an old charge): one marts run per cluster of days.",
     job_name=marts_job.name,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -174,7 +203,13 @@ def late_arrivals_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
         records = [r for r in records if r.storage_id <= limit]
     if not records:
         return dg.SensorResult(skip_reason="no new lake materializations")
-    changes = [c for c in map(lake_change, records) if c is not None]
+    built = first_full_build_started(context.instance)
+    if built is None:
+        # The first full build will read every partition; until it has, there are no marts to
+        # correct. The cursor stays, so changes it may have missed are looked at afterwards.
+        return dg.SensorResult(skip_reason="waiting for the first full marts build")
+    # Changes before the full build started are in it.
+    changes = [c for r in records if r.timestamp >= built and (c := lake_change(r)) is not None]
     requests = late_run_requests(
         changes,
         first_scheduled_day(datetime.now(UTC).date()),
