@@ -25,7 +25,9 @@ measures, for every dashboard view of that tenant over the view's default period
   each, in a separate process so the load generator does not share the server's GIL) cycle
   through the views for :data:`LOAD_SECONDS` s: requests/s and p95.
 
-Latencies are wall time per request on loopback, client side (connect excluded: keep-alive).
+Latencies are wall time per request on loopback, client side (connect excluded: keep-alive);
+warm rounds and the load come from another process with a bare HTTP/1.1 client
+(:func:`_exchange`), the cold requests from httpx in the server's process.
 """
 
 from __future__ import annotations
@@ -375,10 +377,13 @@ def _measure_dashboard(
             _until_warm(app)
             if start < COLD_STARTS - 1:
                 continue
-            for _ in range(WARM_ROUNDS):
-                for name in REPORTS:
-                    elapsed, _ = _get(client, _path(target.tenant, name, target.periods[name]))
-                    warm[name].append(elapsed)
+            # From another process, as a browser is: not sharing the server's GIL.
+            paths = {_path(target.tenant, name, target.periods[name]): name for name in REPORTS}
+            token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench")
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                timed = pool.submit(run_rounds, url, token, list(paths), WARM_ROUNDS).result()
+            for path, latencies in timed.items():
+                warm[paths[path]] += latencies
     return cold, warm, bodies
 
 
@@ -520,19 +525,60 @@ def _compare(dsn: str, target: Target, bodies: dict[str, dict[str, Any]]) -> int
 # --------------------------------------------------------------------------------- the load
 
 
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str, token: str
+) -> int:
+    """One GET on a keep-alive HTTP/1.1 connection, its response read whole; the status.
+
+    Bare asyncio streams, not httpx: httpx spent about 1.8 ms of CPU per request, nine times
+    the dashboard's own 0.2 ms, so on 2 shared cores a client built on it measured itself."""
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+def run_rounds(url: str, token: str, paths: list[str], rounds: int) -> dict[str, list[float]]:
+    """``rounds`` times every path, one request at a time on one connection: latencies per
+    path. Runs in its own process (top-level so a spawned process can import it)."""
+    address = httpx.URL(url)
+
+    async def main() -> dict[str, list[float]]:
+        timed: dict[str, list[float]] = {path: [] for path in paths}
+        reader, writer = await asyncio.open_connection(str(address.host), address.port)
+        try:
+            for _ in range(rounds):
+                for path in paths:
+                    started = time.perf_counter()
+                    status = await _exchange(
+                        reader, writer, f"{address.host}:{address.port}", path, token
+                    )
+                    timed[path].append(time.perf_counter() - started)
+                    if status != 200:
+                        raise RuntimeError(f"{path}: HTTP {status}")
+        finally:
+            writer.close()
+        return timed
+
+    return asyncio.run(main())
+
+
 def run_load(
     url: str, token: str, paths: list[str], clients: int, seconds: float
 ) -> dict[str, Any]:
     """``clients`` concurrent clients cycling through ``paths`` for ``seconds``.
 
-    Each client is one keep-alive HTTP/1.1 connection, as separate users are. The requests are
-    written and the responses read with bare asyncio streams: httpx spent about 1.8 ms of CPU
-    per request, nine times the dashboard's own 0.2 ms, so on 2 shared cores a load tool built
-    on it measured itself. Every response is read whole (status, headers, Content-Length body).
-    Runs in its own process (top-level so a spawned process can import it).
+    Each client is one keep-alive HTTP/1.1 connection, as separate users are (see
+    :func:`_exchange`). Runs in its own process (top-level so a spawned process can import it).
     """
     address = httpx.URL(url)
-    host, port = str(address.host), int(address.port or 80)
 
     async def main() -> dict[str, Any]:
         latencies: list[float] = []
@@ -541,23 +587,15 @@ def run_load(
 
         async def one(offset: int) -> None:
             nonlocal errors
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(str(address.host), address.port)
             try:
                 for path in itertools.islice(itertools.cycle(paths), offset, None):
                     if time.perf_counter() >= deadline:
                         return
                     started = time.perf_counter()
-                    writer.write(
-                        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                        f"Authorization: Bearer {token}\r\n\r\n".encode()
+                    status = await _exchange(
+                        reader, writer, f"{address.host}:{address.port}", path, token
                     )
-                    status = int((await reader.readline()).split()[1])
-                    length = 0
-                    while (line := await reader.readline()) not in (b"\r\n", b""):
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value)
-                    await reader.readexactly(length)
                     latencies.append(time.perf_counter() - started)
                     errors += status != 200
             finally:

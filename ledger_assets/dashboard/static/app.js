@@ -74,7 +74,8 @@ function chart(spec, report, data) {
     byDate.set(d, acc);
   }
   const dates = [...byDate.keys()].sort();
-  const W = 900, H = 170, L = 70, B = 20, T = 8;
+  // T leaves a band above the plot for the legend, so no bar or line covers it.
+  const W = 900, H = 170, L = 70, B = 20, T = 22, LEGEND_Y = 12;
   const NS = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(NS, "svg");
   svg.setAttribute("class", "chart");
@@ -116,7 +117,7 @@ function chart(spec, report, data) {
       const pts = dates.map((d, i) => `${x(i).toFixed(1)},${y(byDate.get(d)[si]).toFixed(1)}`);
       add("polyline", { points: pts.join(" "), fill: "none", stroke: colors[si], "stroke-width": 2 });
     }
-    add("text", { x: L + 10 + si * 160, y: T + 10, "font-size": 11, fill: colors[si] },
+    add("text", { x: L + 10 + si * 160, y: LEGEND_Y, "font-size": 11, fill: colors[si] },
         isMoney(s) ? `${column(s).label} (${currency.toUpperCase()})` : column(s).label);
   });
   return svg;
