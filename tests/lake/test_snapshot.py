@@ -108,6 +108,8 @@ def test_a_tenant_without_a_zone_fails_and_leaves_the_lake_as_it_was(
     known = {t: z for t, z in ZONES.items() if t != 4}
     with pytest.raises(LookupError, match=r"tenants without a time zone: \[4\]"):
         snapshot_table(migrated_dsn, layout, charges, known)
+    with pytest.raises(LookupError, match=r"tenants without a time zone: \[1, 2, 3, 4, 5, 6\]"):
+        snapshot_table(migrated_dsn, layout, charges, {})
     assert {p: p.read_bytes() for p in layout.base_files("stripe_charges")} == before
 
 

@@ -91,7 +91,8 @@ def postgres_scanner(dsn: str) -> duckdb.DuckDBPyConnection:
 #: enough that a dense day is a handful of batches.
 FETCH_ROWS = 65_536
 #: Day files being written at once. pyarrow's writer holds no GIL while encoding and
-#: compressing, so two writers overlap with each other and with the scan.
+#: compressing, so two writers overlap with each other and with DuckDB handing over the next
+#: sorted batches (not with the scan: the ORDER BY has read every row before the first batch).
 WRITERS = 2
 
 
@@ -117,6 +118,8 @@ def _local_date(lake_table: LakeTable, zones: Mapping[int, str]) -> tuple[str, l
     if spec.day_kind == "local_date":
         return f"case when z.code is not null then t.{spec.day_column} end", []
     names = sorted(set(zones.values()))
+    if not names:
+        return "cast(null as date)", []
     branches = " ".join(
         f"when {code} then cast(timezone(?, t.{spec.day_column}) as date)"
         for code in range(len(names))
