@@ -59,7 +59,9 @@ every group as an Arrow table (``ReconciliationReport.groups``). A lake view lis
 only the files of the days a cycle compares (``create_lake_view(days=...)``).
 
 ``full`` compares every partition (a full scan of each table on both sides). ``incremental``
-compares the partitions touched by batches between the last cycle's W0 and this one's, last
+compares the partitions touched by batches between the last cycle's W0 and this one's, the
+partitions of lake files changed since the last cycle by anything else (``lake.drift``: an
+edited, truncated or deleted Parquet file changes no change-log entry), last
 cycle's deferred and failed partitions, and a rolling sweep of ``ceil(days / sweep_cycles)``
 days for every tenant (the sweep cursor and the watermark live in
 ``<state dir>/reconciliation/incremental.json``; 96 cycles, one day of 15-minute cycles, by

@@ -24,6 +24,7 @@ from psycopg import sql
 from ledger_assets.lib.cdc.capture import CaptureConfig
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.lake.compact import table_lock
+from ledger_assets.lib.lake.drift import FileStat, FileWatch, drift_between, lake_file_stats
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
 from ledger_assets.lib.lake.reader import create_lake_view
 from ledger_assets.lib.lake.repair import partition_rows_from_postgres
@@ -49,6 +50,7 @@ from ledger_assets.lib.reconcile.state import (
     Partition,
     lake_days,
     read_incremental_state,
+    state_path,
     sweep_slice,
     write_incremental_state,
 )
@@ -81,6 +83,8 @@ class _Plan:
 
     partitions: dict[str, set[tuple[int, date]]] | None
     state: IncrementalState | None = None
+    #: The lake's file stats as this cycle found them (incremental cycles), saved with its state.
+    files: dict[str, FileStat] | None = None
 
 
 @dataclass
@@ -243,11 +247,27 @@ def _plan(
     for table, tenant, day in state.pending:
         if table in parts:
             parts[table].add((tenant, day))
+    # Files changed by anything but CDC (an edited, truncated or deleted Parquet file) change
+    # no change-log entry; their stats do, so such damage is compared in the next cycle.
+    files = lake_file_stats(layout, list(tables))
+    before = FileWatch(_files_path(state_dir)).load()
+    if before is not None:
+        drift = drift_between(before, files)
+        for table, day in drift.days:
+            if table in parts:
+                parts[table] |= {(tenant, day) for tenant in zones}
+        for table, tenant, day in drift.partitions:
+            if table in parts:
+                parts[table].add((tenant, day))
     days = sweep_slice(state, lake_days(layout, list(tables)), sweep_cycles)
     swept = {(tenant, day) for tenant in zones for day in days}
     for name in tables:
         parts[name] |= swept
-    return _Plan(parts, state)
+    return _Plan(parts, state, files)
+
+
+def _files_path(state_dir: Path) -> Path:
+    return state_path(state_dir).with_name("lake_files.json")
 
 
 def _record(
@@ -259,6 +279,8 @@ def _record(
         state.last_watermark = str(w0)
         state.pending = set(report.deferred) | failed
         write_incremental_state(state_dir, state)
+        if plan.files is not None:
+            FileWatch(_files_path(state_dir)).save(plan.files)
         return
     existing = read_incremental_state(state_dir)
     if existing is None:
