@@ -112,29 +112,3 @@ def test_snapshot_of_more_days_than_duckdb_keeps_files_open(
     assert con.execute("select count(*) from stripe_charges").fetchone() == expected
     assert report.rows == expected[0]  # type: ignore[index]
     assert report.days > 100
-
-
-def test_several_files_in_a_day_folder_are_merged_not_overwritten(
-    migrated_dsn: str, tmp_path: Path
-) -> None:
-    import pyarrow.parquet as pq
-
-    from ledger_assets.lib.lake.snapshot import _one_file_per_day
-
-    seed_database(migrated_dsn, SeedSpec(tenants=3, days=5, target_rows=3000))
-    layout = LakeLayout(tmp_path / "lake")
-    with psycopg.connect(migrated_dsn) as conn:
-        charges = lake_tables(conn)["stripe_charges"]
-        snapshot_table(migrated_dsn, layout, charges, tenant_zones(conn))
-    day_file = layout.base_files("stripe_charges")[0]
-    whole = pq.read_table(day_file)
-    day_file.unlink()
-    third = whole.num_rows // 3
-    for i, (lo, hi) in enumerate([(0, third), (third, 2 * third), (2 * third, whole.num_rows)]):
-        pq.write_table(whole.slice(lo, hi - lo), day_file.with_name(f"data_{i}.parquet"))
-    base = layout.table_dir("stripe_charges") / "base"
-    assert _one_file_per_day(base, charges) == sum(
-        pq.ParquetFile(p).metadata.num_rows for p in layout.base_files("stripe_charges")
-    )
-    assert sorted(p.name for p in day_file.parent.iterdir()) == ["data.parquet"]
-    assert pq.read_table(day_file).sort_by("id").to_pylist() == whole.sort_by("id").to_pylist()

@@ -123,7 +123,8 @@ def apply_changes(
         con.register("changes", changes)
         con.register("zones", _zones_table(zones))
         touched = touched_partitions(con, lake_table)
-        con.register("cur", read_partitions(layout, lake_table, touched))
+        current = read_partitions(layout, lake_table, touched)
+        con.register("cur", current)
         con.execute(
             f"""
             create temp table last_images as
@@ -155,12 +156,11 @@ def apply_changes(
         ).to_arrow_table()
     finally:
         con.close()
-    return _write_touched(layout, lake_table, touched, result)
+    return _write_touched(layout, lake_table, touched, result, current)
 
 
-def _write_touched(
-    layout: LakeLayout, lake_table: LakeTable, touched: list[PartitionKey], rows: pa.Table
-) -> list[PartitionWrite]:
+def _partition_bounds(rows: pa.Table) -> dict[tuple[int, object], tuple[int, int]]:
+    """Row ranges per (tenant, local day) of ``rows``, which are sorted by those two."""
     tenants = rows.column("tenant_id").to_numpy(zero_copy_only=False)
     days = rows.column(LOCAL_DATE).to_pylist()
     bounds: dict[tuple[int, object], tuple[int, int]] = {}
@@ -169,8 +169,30 @@ def _write_touched(
         if i == rows.num_rows or tenants[i] != tenants[start] or days[i] != days[start]:
             bounds[(int(tenants[start]), days[start])] = (start, i)
             start = i
+    return bounds
+
+
+def _write_touched(
+    layout: LakeLayout,
+    lake_table: LakeTable,
+    touched: list[PartitionKey],
+    rows: pa.Table,
+    current: pa.Table,
+) -> list[PartitionWrite]:
+    new_bounds = _partition_bounds(rows)
+    current = current.sort_by([("tenant_id", "ascending"), (LOCAL_DATE, "ascending")])
+    old_bounds = _partition_bounds(current)
     writes = []
     for key in touched:
-        lo, hi = bounds.get((key.tenant_id, key.local_date), (0, 0))
-        writes.append(write_partition(layout, lake_table, key, rows.slice(lo, hi - lo)))
+        lo, hi = new_bounds.get((key.tenant_id, key.local_date), (0, 0))
+        was_lo, was_hi = old_bounds.get((key.tenant_id, key.local_date), (0, 0))
+        writes.append(
+            write_partition(
+                layout,
+                lake_table,
+                key,
+                rows.slice(lo, hi - lo),
+                current=current.slice(was_lo, was_hi - was_lo),
+            )
+        )
     return writes

@@ -57,11 +57,17 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def write_partition(
-    layout: LakeLayout, lake_table: LakeTable, key: PartitionKey, rows: pa.Table
+    layout: LakeLayout,
+    lake_table: LakeTable,
+    key: PartitionKey,
+    rows: pa.Table,
+    current: pa.Table | None = None,
 ) -> PartitionWrite:
     """Replace partition ``key`` with ``rows`` (an overlay file), unless nothing changed.
 
     The content it replaces is kept as a version first (see ``versions.keep_version``).
+    ``current``, when the caller has already read the partition's rows, saves reading them
+    again from its day's base file (a DuckDB connection per partition, most of a large apply).
     """
     ordered = _ordered(lake_table, rows)
     data = parquet_bytes(ordered)
@@ -71,7 +77,9 @@ def write_partition(
     if path.exists():
         previous, since_ns = path.read_bytes(), path.stat().st_mtime_ns
     else:
-        previous = parquet_bytes(_ordered(lake_table, read_partitions(layout, lake_table, [key])))
+        if current is None:
+            current = read_partitions(layout, lake_table, [key])
+        previous = parquet_bytes(_ordered(lake_table, current))
         since_ns = base.stat().st_mtime_ns if base.exists() else 0
     lsns = tuple(sorted(int(v) for v in pc.unique(ordered.column(ROW_LSN)).to_pylist() if v))
     if hashlib.sha256(previous).hexdigest() == digest:
