@@ -3,6 +3,7 @@ results, published as a snapshot and served over real HTTP on loopback."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -36,6 +37,7 @@ from tests.http_server import serve
 __all__ = ["built_marts", "seeded_lake"]
 
 SECRET = "test-dashboard-secret-" + "x" * 40
+_LATER = itertools.count(1)
 CHECKED_AT = datetime(2025, 4, 16, 9, 30, tzinfo=UTC)
 
 
@@ -102,7 +104,13 @@ class Dashboard:
         stamp = current.name[:-1] + ("1" if current.name[-1] != "1" else "2")
         folder = current.parent / stamp
         shutil.copytree(current, folder)
-        for name, column, delta in (("daily_pnl", "revenue", bump), (SOURCE_TAGS, "source_lsn", 1)):
+        # Each call's tag is new, as a WAL position is: a later test's change must not share the
+        # key of an earlier one's (the cache would rightly take them for the same data).
+        later = next(_LATER)
+        for name, column, delta in (
+            ("daily_pnl", "revenue", bump),
+            (SOURCE_TAGS, "source_lsn", later),
+        ):
             table = pq.read_table(folder / f"{name}.parquet")
             hit = pc.and_(pc.equal(table["tenant_id"], tenant), pc.equal(table["local_date"], day))
             assert pc.sum(hit.cast("int32")).as_py() == 1, name

@@ -403,3 +403,27 @@ def test_monthly_revenue_reconciliation_covers_its_whole_months(dashboard: Dashb
     assert last_month < dashboard.mismatch_day <= covers["end"]
     assert body["reconciliation"]["status"] == "mismatch"
     assert body["reconciliation"]["days_mismatch"] == 1
+
+
+def test_a_new_snapshots_default_views_are_computed_before_it_is_served(
+    dashboard: Dashboard,
+) -> None:
+    """The first requests after a new snapshot (here: a late change to tenant a's newest day,
+    which every default period covers) run no query: the watcher computed them before serving."""
+    a, tok = dashboard.a, token(dashboard.a)
+    pnl = [r for r in dashboard.mart("daily_pnl").to_pylist() if r["tenant_id"] == a]
+    newest = max(r["local_date"] for r in pnl)
+    cache = dashboard.app.state.reader.cache
+
+    def queries() -> dict[Any, int]:  # results computed on request (rendered bodies aside)
+        return {kind: n for kind, n in cache.computed.items() if kind[0] != "body"}
+
+    try:
+        dashboard.publish_with_one_day_changed(a, newest, bump=1)
+        before = queries()
+        for name in REPORTS:
+            assert get(dashboard, f"/api/tenants/{a}/reports/{name}", tok).status_code == 200
+        assert queries() == before
+        assert dashboard.app.state.snapshots.current().warmed["reports_warmed"] == len(REPORTS)
+    finally:
+        dashboard.republish()
