@@ -113,12 +113,12 @@ class Snapshot:
     not day-partitioned, so the marts do not carry them; a new tenant reaches the marts only with
     a new snapshot, so the directory read with the snapshot is exactly as fresh as the marts),
     the source tags, and one in-memory DuckDB database that gets a table per mart, ordered by
-    tenant, when the mart is first read (:meth:`table`). A query for one tenant then reads the few row groups whose zone maps hold
-    it, already decoded, instead of decompressing and filtering whole Parquet files: a cold
-    30-day query went from ~120 ms to ~2 ms on 220k rows (2 loaded cores). The price is memory,
-    about the marts' uncompressed size per open snapshot (two during a switch). Queries run on
-    per-thread cursors of that connection; every table is this snapshot's, so one response
-    never mixes two builds.
+    tenant, when the mart is first read (:meth:`table`). A query for one tenant then reads the
+    few row groups whose zone maps hold it, already decoded, instead of decompressing and
+    filtering whole Parquet files: a cold 30-day query went from ~120 ms to ~2 ms on 220k rows
+    (2 loaded cores). The price is memory, about the marts' uncompressed size per open snapshot
+    (two during a switch). Queries run on per-thread cursors of that connection; every table is
+    this snapshot's, so one response never mixes two builds.
     """
 
     def __init__(
