@@ -19,6 +19,7 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
+
 class LedgerDbtCliResource(DbtCliResource):
     """``DbtCliResource`` without the start-up costs of every ``cli()`` call that the marts do
     not need (dagster-dbt 0.29; ``tests/dbt`` checks that the hooks overridden here still exist).
