@@ -89,6 +89,32 @@ def test_identity_violations_are_reported_with_their_ids(env: Env) -> None:
     assert amount is not None
 
 
+def test_a_payout_whose_transactions_are_not_ingested_yet_is_not_judged(env: Env) -> None:
+    """A payout.paid webhook lands before the pull that brings its balance transactions."""
+    (tenant,), *_ = env.sql("select min(tenant_id) from ledger.tenants")
+    env.sql(
+        "insert into ledger.stripe_payouts (id, tenant_id, amount, currency, status,"
+        " arrival_date, balance_transaction, reconciliation_status, created)"
+        " values ('po_early', %s, 5000, 'usd', 'paid', timestamptz '2025-02-20 00:00+00',"
+        " 'txn_not_yet_pulled', 'completed', timestamptz '2025-02-19 12:00+00')",
+        (tenant,),
+    )
+    env.sync()
+    report = env.check()
+    assert report.status == "pass", [v.to_json() for v in report.identity_violations]
+    # Once its own transaction arrives (without the linked ones), it is judged and fails.
+    env.sql(
+        "insert into ledger.stripe_balance_transactions (id, tenant_id, amount, fee, net,"
+        " currency, type, reporting_category, status, created, available_on)"
+        " values ('txn_not_yet_pulled', %s, -5000, 0, -5000, 'usd', 'payout', 'payout',"
+        " 'available', timestamptz '2025-02-19 12:00+00', timestamptz '2025-02-20 00:00+00')",
+        (tenant,),
+    )
+    env.sync()
+    found = {(v.identity, v.key) for v in env.check().identity_violations}
+    assert ("payout = sum(balance transactions)", "po_early") in found
+
+
 def test_a_payout_identity_is_judged_by_a_cycle_of_its_day_only(env: Env) -> None:
     """The payout's transactions lie on earlier days, outside the cycle's partitions."""
     (payout, tenant, day), *_ = env.sql(
