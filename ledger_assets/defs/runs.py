@@ -1,6 +1,6 @@
 """Run bookkeeping shared by the sensors and schedules that could otherwise queue duplicates."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -12,14 +12,24 @@ NOT_YET_WORKING = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
 ]
+#: Runs not finished yet: waiting, or working.
+UNFINISHED = [*NOT_YET_WORKING, dg.DagsterRunStatus.STARTED]
+
+#: The tags that make a run cover a range of partitions (one run, single-run backfill policy).
+PARTITION_RANGE_START = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END = "dagster/asset_partition_range_end"
 
 
 def waiting_run(
-    instance: dg.DagsterInstance, job_name: str, tags: Mapping[str, str] | None = None
+    instance: dg.DagsterInstance,
+    job_name: str,
+    tags: Mapping[str, str] | None = None,
+    statuses: Sequence[dg.DagsterRunStatus] = NOT_YET_WORKING,
 ) -> dg.DagsterRun | None:
-    """A run of ``job_name`` (with ``tags``) that has not started its work yet, if any."""
+    """A run of ``job_name`` (with ``tags``) that has not started its work yet (or, with
+    ``statuses=UNFINISHED``, has not finished it), if any."""
     runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=job_name, statuses=NOT_YET_WORKING, tags=tags or {}),
+        filters=dg.RunsFilter(job_name=job_name, statuses=list(statuses), tags=tags or {}),
         limit=1,
     )
     return runs[0] if runs else None

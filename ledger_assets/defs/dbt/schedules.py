@@ -6,7 +6,12 @@ import dagster as dg
 
 from ledger_assets.defs.dbt.assets import ledger_marts
 from ledger_assets.defs.resources import LakeResource
-from ledger_assets.defs.runs import waiting_run
+from ledger_assets.defs.runs import (
+    PARTITION_RANGE_END,
+    PARTITION_RANGE_START,
+    UNFINISHED,
+    waiting_run,
+)
 from ledger_assets.lib.lake.sync import read_lake_state
 
 #: The days (relative to the UTC date) every tick rebuilds, in one run over that range. Tenants
@@ -57,16 +62,8 @@ def marts_schedule(
         limit=1,
     )
     if not built_before:
-        if waiting_run(context.instance, marts_job.name, {CURRENT_TAG: "full_refresh"}) or (
-            context.instance.get_runs(
-                filters=dg.RunsFilter(
-                    job_name=marts_job.name,
-                    statuses=[dg.DagsterRunStatus.STARTED],
-                    tags={CURRENT_TAG: "full_refresh"},
-                ),
-                limit=1,
-            )
-        ):
+        full_build = {CURRENT_TAG: "full_refresh"}
+        if waiting_run(context.instance, marts_job.name, full_build, UNFINISHED) is not None:
             return []  # the first full build is on its way
         return [
             dg.RunRequest(
@@ -83,8 +80,8 @@ def marts_schedule(
         dg.RunRequest(
             tags={
                 CURRENT_TAG: "current",
-                "dagster/asset_partition_range_start": first.isoformat(),
-                "dagster/asset_partition_range_end": last.isoformat(),
+                PARTITION_RANGE_START: first.isoformat(),
+                PARTITION_RANGE_END: last.isoformat(),
             }
         )
     ]

@@ -26,15 +26,17 @@ import dagster as dg
 from ledger_assets.defs.dbt.schedules import CURRENT_TAG, first_scheduled_day, marts_job
 from ledger_assets.defs.lake.assets import lake_asset_key, lake_partitions
 from ledger_assets.defs.lake.jobs import DISPUTES_KEY, LSN_FROM_KEY, LSN_TO_KEY
-from ledger_assets.defs.runs import NOT_YET_WORKING
+from ledger_assets.defs.runs import (
+    NOT_YET_WORKING,
+    PARTITION_RANGE_END,
+    PARTITION_RANGE_START,
+)
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 
 #: Materializations read per lake table and tick; a longer backlog drains over later ticks.
 PAGE = 1_000
 DISPUTE_TAG = "ledger/dispute"
 PARTITIONS_TAG = "ledger/partitions"
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 #: Late days at most this far apart are rebuilt in one run over their range.
 CLUSTER_GAP_DAYS = 7
 
@@ -126,7 +128,7 @@ def late_run_requests(
             "ledger/trigger": "late_arrival",
         }
         if first != last:
-            tags |= {RANGE_START: first, RANGE_END: last}
+            tags |= {PARTITION_RANGE_START: first, PARTITION_RANGE_END: last}
         requests.append(
             dg.RunRequest(
                 run_key=f"late:{first}..{last}:{'+'.join(disputes) or 'cdc'}:{digest}",
@@ -163,14 +165,13 @@ def pending_marts_coverage(instance: dg.DagsterInstance) -> Callable[[date], boo
     ranges: list[tuple[date, date]] = []
     for run in runs:
         tags = run.tags
-        if tags.get("ledger/marts") == "full_refresh":
+        if tags.get(CURRENT_TAG) == "full_refresh":
             everything = True
         elif "dagster/partition" in tags:
             days.add(date.fromisoformat(tags["dagster/partition"]))
-        elif RANGE_START in tags and RANGE_END in tags:
-            ranges.append(
-                (date.fromisoformat(tags[RANGE_START]), date.fromisoformat(tags[RANGE_END]))
-            )
+        elif PARTITION_RANGE_START in tags and PARTITION_RANGE_END in tags:
+            start, end = tags[PARTITION_RANGE_START], tags[PARTITION_RANGE_END]
+            ranges.append((date.fromisoformat(start), date.fromisoformat(end)))
     return lambda day: everything or day in days or any(lo <= day <= hi for lo, hi in ranges)
 
 
