@@ -172,7 +172,7 @@ def _finish(dsn: str, layout: LakeLayout, consumer: Consumer, writer: Writer) ->
         raise RuntimeError(f"the lake holds {held} of the {writer.inserted} inserted charges")
 
 
-def _percentile(values: list[float], q: float) -> float:
+def _percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if values else 0.0
 
 

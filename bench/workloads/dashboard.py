@@ -54,7 +54,7 @@ from psycopg.rows import dict_row
 from starlette.applications import Starlette
 
 from bench.core import Context, Figure, workload
-from bench.workloads.marts import PROJECT, _dbt
+from bench.workloads.marts import _dbt, build_marts_bench
 from ledger_assets.dashboard.app import DashboardConfig, build_dashboard
 from ledger_assets.dashboard.auth import mint_token
 from ledger_assets.dashboard.queries import REPORTS
@@ -62,12 +62,8 @@ from ledger_assets.dashboard.tenants import postgres_tenants
 from ledger_assets.lib.asgi import serve_in_thread
 from ledger_assets.lib.cdc import CaptureConfig
 from ledger_assets.lib.cdc import slot as slots
-from ledger_assets.lib.lake.layout import LakeLayout
-from ledger_assets.lib.lake.sync import build_lake, lake_tables
 from ledger_assets.lib.localtime import local_midnight
-from ledger_assets.lib.marts.contracts import results_dir
 from ledger_assets.lib.marts.export import export_marts, mart_tables
-from ledger_assets.lib.marts.prepare import prepare_marts_database
 from ledger_assets.lib.sor.pgcluster import find_free_port
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
 
@@ -632,20 +628,12 @@ def _measure_load(root: Path, dsn: str, target: Target) -> dict[str, Any]:
 def _build_marts(dsn: str, folder: Path, config: CaptureConfig) -> tuple[Path, Path, str | None]:
     """Lake, marts (``dbt run``) and a published snapshot; returns the export root, the marts
     database and the lake position the marts reflect."""
-    layout = LakeLayout(folder / "lake")
-    build_lake(config, layout)
-    with psycopg.connect(dsn) as conn:
-        tables = lake_tables(conn)
-    project = folder / "dbt_project"
-    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("target", "logs"))
-    state = folder / "state"
-    database = state / "marts.duckdb"
-    prepared = prepare_marts_database(database, layout, tables, dsn, results_dir(state))
-    _dbt(project, state, "run")
-    root = state / "marts"
-    export_marts(database, "marts", mart_tables(database, "marts"), root,
-                 source_lsn=prepared.applied_lsn)  # fmt: skip
-    return root, database, prepared.applied_lsn
+    bench = build_marts_bench(dsn, folder, config)
+    _dbt(bench.project, bench.state, "run")
+    root = bench.state / "marts"
+    export_marts(bench.database, "marts", mart_tables(bench.database, "marts"), root,
+                 source_lsn=bench.prepared.applied_lsn)  # fmt: skip
+    return root, bench.database, bench.prepared.applied_lsn
 
 
 def _target(dsn: str, root: Path) -> Target:

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -40,9 +41,10 @@ from bench.core import Context, Figure, workload
 from ledger_assets.lib.cdc import CaptureConfig
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.lake.layout import LakeLayout
+from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.sync import build_lake, lake_tables
 from ledger_assets.lib.marts.contracts import results_dir
-from ledger_assets.lib.marts.prepare import BuildWindow, prepare_marts_database
+from ledger_assets.lib.marts.prepare import BuildWindow, PreparedDatabase, prepare_marts_database
 from ledger_assets.lib.marts.project import window_independent_views
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
 
@@ -100,6 +102,38 @@ def _window(day: date) -> str:
     return json.dumps({"start_date": day.isoformat(), "end_date": (day + timedelta(1)).isoformat()})
 
 
+@dataclass(frozen=True)
+class MartsBench:
+    """A lake built from a seeded database, a copy of the dbt project, and its marts database
+    prepared over the whole lake: where the marts and dashboard benches start."""
+
+    layout: LakeLayout
+    tables: dict[str, LakeTable]
+    project: Path
+    state: Path
+    prepared: PreparedDatabase
+
+    @property
+    def database(self) -> Path:
+        return self.state / "marts.duckdb"
+
+
+def build_marts_bench(dsn: str, folder: Path, config: CaptureConfig) -> MartsBench:
+    """Build the lake (its root holds ``config``'s change log), copy the dbt project into
+    ``folder`` and prepare the marts database; dbt itself is not run."""
+    layout = LakeLayout(config.changelog_dir.parent)
+    build_lake(config, layout)
+    with psycopg.connect(dsn) as conn:
+        tables = lake_tables(conn)
+    project = folder / "dbt_project"
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("target", "logs"))
+    state = folder / "state"
+    prepared = prepare_marts_database(
+        state / "marts.duckdb", layout, tables, dsn, results_dir(state)
+    )
+    return MartsBench(layout, tables, project, state, prepared)
+
+
 @workload("marts")
 def marts(ctx: Context) -> list[Figure]:
     opts = ctx.options
@@ -115,16 +149,9 @@ def marts(ctx: Context) -> list[Figure]:
             slot_name=f"lake_{name}", publication=f"lake_{name}",
         )  # fmt: skip
         try:
-            build_lake(config, layout)
-            with psycopg.connect(dsn) as conn:
-                tables = lake_tables(conn)
-            project = folder / "dbt_project"
-            shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("target", "logs"))
-            marts_state = folder / "state"
-            database = marts_state / "marts.duckdb"
-            prepared = prepare_marts_database(
-                database, layout, tables, dsn, results_dir(marts_state)
-            )
+            bench = build_marts_bench(dsn, folder, config)
+            tables, project, marts_state = bench.tables, bench.project, bench.state
+            database, prepared = bench.database, bench.prepared
             rows = report.total_rows
             figures.append(Figure(f"lake rows ({spec.tenants} tenants)", rows, "rows"))
             figures.append(Figure("prepare views + refs", prepared.seconds, "s", None, False))
