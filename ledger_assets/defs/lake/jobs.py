@@ -76,12 +76,10 @@ def apply_change_log(
     changed = [w for writes in result.writes.values() for w in writes if w.changed]
     _register_tenants(context, {w.key.tenant_id for w in changed})
     disputes = dispute_changes(lake.changelog_dir, result.start, result.end)
-    with postgres.connect() as conn:
-        tables = lake_tables(conn)
     outside: dict[str, list[str]] = {}
     for write in changed:
         lineage = rewrite_lineage(
-            lake.layout, tables[write.key.table], write, result.start, disputes
+            lake.layout, result.tables[write.key.table], write, result.start, disputes
         )
         if write.key.local_date < _FIRST_DAY or write.key.local_date > date.today() + timedelta(1):
             # Kept in the lake, but Dagster has no such partition: reported, never dropped.

@@ -113,6 +113,8 @@ class ApplyResult:
     start: Lsn | None = None
     end: Lsn | None = None
     writes: dict[str, list[PartitionWrite]] = field(default_factory=dict)
+    #: The lake schemas the batches were applied with, by table.
+    tables: dict[str, LakeTable] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -147,8 +149,8 @@ def apply_landed(
         expected = manifest.end
     with psycopg.connect(dsn) as conn:
         zones: Mapping[int, str] = tenant_zones(conn)
-        tables = lake_tables(conn)
-    for name, lake_table in tables.items():
+        result.tables = lake_tables(conn)
+    for name, lake_table in result.tables.items():
         parts = list(read_changes(changelog_dir, manifests, name))
         if not parts:
             continue
