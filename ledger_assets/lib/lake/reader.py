@@ -11,6 +11,10 @@ import pyarrow as pa
 from ledger_assets.lib.lake.layout import LakeLayout
 from ledger_assets.lib.lake.schema import LakeTable
 
+#: Hive partitioning off (the folder names must not override the files' typed columns); union
+#: by name (files written before a column was added lack it).
+READ_OPTIONS = "hive_partitioning = false, union_by_name = true"
+
 
 def sql_string(text: str) -> str:
     """A DuckDB string literal, for the places that take no parameters (DDL, COPY targets)."""
@@ -34,7 +38,8 @@ def create_lake_view(
     The view is a snapshot of the file list: call again after the lake changed. A partition with
     an overlay file is read from the overlay only; every other partition from its day's base.
     Hive partitioning is off: the folder names (tenant_id=, local_date=) must not override the
-    files' own typed columns (DuckDB would read tenant_id as BIGINT from the path).
+    files' own typed columns (DuckDB would read tenant_id as BIGINT from the path). Files are
+    unioned by column name, so files written before a column was added read NULL for it.
 
     With ``days``, only the files of those days (every tenant's partition of each day): a cycle
     that needs a few days neither lists every base folder nor opens every file.
@@ -62,15 +67,21 @@ def create_lake_view(
         ),
     )
     base_sql = (
-        f"select b.* from read_parquet({sql_list(bases)}, hive_partitioning = false) b "  # noqa: S608 - escaped paths
+        f"select b.* from read_parquet({sql_list(bases)}, {READ_OPTIONS}) b "  # noqa: S608 - escaped paths
         f"anti join {hidden} h using (tenant_id, local_date)"
         if bases
         else f"select * from {empty}"  # noqa: S608 - a registered name
     )
     overlay_sql = (
-        f"select * from read_parquet({sql_list(overlays)}, hive_partitioning = false)"  # noqa: S608 - escaped paths
+        f"select * from read_parquet({sql_list(overlays)}, {READ_OPTIONS})"  # noqa: S608 - escaped paths
         if overlays
         else f"select * from {empty}"  # noqa: S608 - a registered name
     )
-    con.execute(f"create or replace view {view} as {base_sql} union all by name {overlay_sql}")
+    # The empty table, unioned by name last, gives every column of the current schema, in its
+    # order, even when no file has it yet.
+    columns = ", ".join(f'"{c}"' for c in lake_table.schema.names)
+    con.execute(
+        f"create or replace view {view} as select {columns} from "  # noqa: S608 - catalog names
+        f"({base_sql} union all by name {overlay_sql} union all by name select * from {empty})"
+    )
     return view

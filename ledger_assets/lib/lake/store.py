@@ -96,6 +96,19 @@ def _ordered(lake_table: LakeTable, rows: pa.Table) -> pa.Table:
     return ordered.sort_by([(lake_table.spec.primary_key, "ascending")])
 
 
+def conform_to_schema(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``rows`` in ``schema``'s column order and types; columns it lacks become NULL.
+
+    Files written before a column was added to the published table lack that column (capture
+    follows an added column; a dropped or retyped one fails closed there). Any other difference
+    is an error from the cast.
+    """
+    for field in schema:
+        if field.name not in rows.column_names:
+            rows = rows.append_column(field, pa.nulls(rows.num_rows, field.type))
+    return rows.select(schema.names).cast(schema)
+
+
 def read_partitions(
     layout: LakeLayout, lake_table: LakeTable, keys: list[PartitionKey]
 ) -> pa.Table:
@@ -119,7 +132,7 @@ def read_partitions(
             part = con.execute(
                 "select * from read_parquet(?) where tenant_id = any(?)", [base, tenants]
             ).to_arrow_table()
-            parts.append(part.cast(lake_table.schema))
+            parts.append(conform_to_schema(part, lake_table.schema))
         con.close()
     if not parts:
         return lake_table.schema.empty_table()

@@ -40,7 +40,7 @@ import pyarrow as pa
 from ledger_assets.lib.cdc.changelog import atomic_write_bytes
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
-from ledger_assets.lib.lake.reader import create_lake_view, sql_list
+from ledger_assets.lib.lake.reader import READ_OPTIONS, create_lake_view, sql_list
 from ledger_assets.lib.lake.schema import LakeTable
 
 VERSIONS_DIR = "_versions"
@@ -182,7 +182,7 @@ def create_lake_view_as_of(
     con.execute(
         f"create or replace view {view} as "  # noqa: S608 - registered names, escaped paths
         f"select c.* from {current} c anti join {replaced} r using (tenant_id, local_date) "
-        f"union all by name select * from read_parquet({files}, hive_partitioning = false)"
+        f"union all by name select * from read_parquet({files}, {READ_OPTIONS})"
     )
     return view
 

@@ -41,7 +41,7 @@ import psycopg
 import pyarrow as pa
 
 from ledger_assets.lib.lake.layout import LakeLayout
-from ledger_assets.lib.lake.reader import sql_list
+from ledger_assets.lib.lake.reader import READ_OPTIONS, sql_list
 from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.sync import read_lake_state
 from ledger_assets.lib.localtime import day_window, local_date
@@ -202,17 +202,18 @@ def create_persistent_lake_view(
     finally:
         con.unregister("_keys")
         con.unregister("_empty")
-    # hive_partitioning off: DuckDB would otherwise read tenant_id from overlay paths
-    # (tenant_id=<t>/...) as BIGINT instead of the files' INTEGER column, and the types of
-    # the view would change with the mere presence of an overlay.
+    # READ_OPTIONS: hive_partitioning off, since DuckDB would otherwise read tenant_id from
+    # overlay paths (tenant_id=<t>/...) as BIGINT instead of the files' INTEGER column, and the
+    # types of the view would change with the mere presence of an overlay; union by name, for
+    # files written before a column was added.
     base_sql = (
-        f"select b.* from read_parquet({sql_list(bases)}, hive_partitioning = false) b "  # noqa: S608
+        f"select b.* from read_parquet({sql_list(bases)}, {READ_OPTIONS}) b "  # noqa: S608
         f"anti join {sch}.{hidden} h using (tenant_id, local_date)"
         if bases
         else f"select * from {sch}.{empty}"  # noqa: S608 - a fixed identifier
     )
     overlay_sql = (
-        f"select * from read_parquet({sql_list(overlays)}, hive_partitioning = false)"  # noqa: S608
+        f"select * from read_parquet({sql_list(overlays)}, {READ_OPTIONS})"  # noqa: S608
         if overlays
         else f"select * from {sch}.{empty}"  # noqa: S608 - a fixed identifier
     )
