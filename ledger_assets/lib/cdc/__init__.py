@@ -27,8 +27,10 @@ Whenever the slot cannot be proven to continue the change log exactly, capture r
   cluster (system identifier) or in another database: :class:`SlotRecreatedError`;
 * the slot is behind the change log and the batches in between cannot be re-read identically:
   :class:`PositionMismatchError`;
-* a table was recreated, or a column dropped, renamed or retyped; or a type has no exact
-  mapping: :class:`UnsupportedSchemaChangeError` (an added column is followed);
+* a table was recreated, or a column dropped, renamed or retyped, or added with a default
+  (rows older than the add hold it with no change in the stream); or a type has no exact
+  mapping: :class:`UnsupportedSchemaChangeError` (a column added without a default is
+  followed: older lake files read NULL for it, as Postgres does);
 * an unchanged TOASTed value arrives with no old row to take it from:
   :class:`ToastValueUnavailableError`.
 

@@ -451,7 +451,8 @@ class ChangeCapture:
             return None, True
         writer = BatchWriter(self.config.changelog_dir, start, self.config.rows_per_flush)
         try:
-            read, schema_changes, truncated = self._read_into(writer, upto)
+            read, schema_changes, truncated, added = self._read_into(writer, upto)
+            _refuse_filled_added_columns(self.conn, self.config.schema, added)
             drained = not read.stopped_early and read.rows_seen < self.config.max_changes
             end = max(upto, read.last_end or upto) if drained else read.last_end
             assert end is not None  # a read that stopped early stopped at a commit
@@ -539,7 +540,9 @@ class ChangeCapture:
 
                 yield rows()
 
-    def _read_into(self, writer: BatchWriter, upto: Lsn) -> tuple[_Read, list[str], list[str]]:
+    def _read_into(
+        self, writer: BatchWriter, upto: Lsn
+    ) -> tuple[_Read, list[str], list[str], list[tuple[str, str]]]:
         """Decode one bounded read into ``writer``; stop only at a commit."""
         config = self.config
         read = _Read(digest=hashlib.sha256())
@@ -569,7 +572,7 @@ class ChangeCapture:
                     decoder.feed(lsn, message)
         if decoder.in_transaction:
             raise DecodeError("the peek ended inside a transaction")
-        return read, decoder.schema_changes, decoder.truncated
+        return read, decoder.schema_changes, decoder.truncated, decoder.added_columns
 
 
 class _Decoder:
@@ -587,6 +590,8 @@ class _Decoder:
         self.by_oid: dict[int, TableLayout] = {}
         self.known = dict(known)
         self.schema_changes: list[str] = []
+        #: (table, column) of every column added since the last known relation.
+        self.added_columns: list[tuple[str, str]] = []
         self.truncated: list[str] = []
         self.changes = 0
         self.in_transaction = False
@@ -654,6 +659,7 @@ class _Decoder:
             added = _compare_relation(relation.name, known, relation.oid, specs)
             if added:
                 self.schema_changes.append(f"{relation.name}: added {', '.join(added)}")
+                self.added_columns += [(relation.name, column) for column in added]
         current = self.writer.layout_of(relation.name)
         if current is None or current.relation.columns != relation.columns:
             self.writer.set_layout(layout)
@@ -661,6 +667,36 @@ class _Decoder:
             layout = current
         self.by_oid[relation.oid] = layout
         self.known[relation.name] = KnownRelation(relation.oid, specs)
+
+
+def _refuse_filled_added_columns(
+    conn: psycopg.Connection[tuple[object, ...]], schema: str, added: list[tuple[str, str]]
+) -> None:
+    """Fail closed on an added column that rows older than the add may hold a value in.
+
+    ``ADD COLUMN ... DEFAULT`` gives every existing row the default (stored as the column's
+    "missing" value, or written by a table rewrite for a volatile default) without one change
+    in the stream, so those rows' lake copies would read NULL where Postgres has a value. A
+    column added without a default reads NULL in both, and the lake follows it. The catalog is
+    read now, not at the add: a default set later makes this refuse too, which is the safe side.
+
+    Raises:
+        UnsupportedSchemaChangeError: naming the column and the re-snapshot path.
+    """
+    for table, column in added:
+        filled = conn.execute(
+            "select a.atthasdef or a.atthasmissing from pg_attribute a "
+            "join pg_class c on c.oid = a.attrelid "
+            "join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = %s and c.relname = %s and a.attname = %s and not a.attisdropped",
+            (schema, table, column),
+        ).fetchone()
+        if filled is not None and filled[0]:
+            raise UnsupportedSchemaChangeError(
+                f"{table}.{column} was added with a default: rows that existed before hold it"
+                " in Postgres with no change in the stream; re-snapshot the lake (see"
+                " ledger_assets.lib.cdc, 'Re-snapshot')"
+            )
 
 
 def _chain(refs: list[BatchRef]) -> list[BatchRef]:

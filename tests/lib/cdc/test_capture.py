@@ -287,6 +287,24 @@ def test_added_column_starts_a_new_part_and_type_change_fails_closed(
         capture_all(config)
 
 
+def test_column_added_with_a_default_fails_closed_before_landing(config: CaptureConfig) -> None:
+    # Existing rows take the default with no change in the stream: the lake would read NULL.
+    started(config)
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        charge(conn, "ch_1")
+    capture_all(config)
+    execute(
+        config.dsn,
+        "alter table ledger.stripe_charges add column risk_score int4 not null default 7",
+        "update ledger.stripe_charges set amount = 2 where id = 'ch_1'",
+    )
+    before = landed(config)
+    for _ in range(2):  # stays stopped: the next attempt refuses the same batch
+        with pytest.raises(UnsupportedSchemaChangeError, match="risk_score was added with a"):
+            capture_all(config)
+    assert landed(config) == before
+
+
 def test_replica_identity_other_than_full_fails_closed(config: CaptureConfig) -> None:
     started(config)
     execute(
