@@ -13,7 +13,6 @@ import psycopg.conninfo
 
 from bench.core import REGISTRY, Context, Figure, Options, render
 from bench.workloads import __all__ as _registered  # noqa: F401  (imports register workloads)
-from bench.workloads import reconcile as _reconcile  # noqa: F401  (registers itself)
 from ledger_assets.lib.sor.pgcluster import throwaway_cluster
 
 

@@ -146,6 +146,29 @@ def test_instance_configs_are_valid(
     assert settings["run_coordinator"]["class"] == "QueuedRunCoordinator"
 
 
+def test_production_instance_runs_on_postgres(
+    tmp_path: Path, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deploy config as written, on a real Postgres: dagster-postgres is installed and the
+    # documented URL form (psycopg2 named) writes and reads events.
+    assert migrated_dsn.startswith("postgresql://")
+    monkeypatch.setenv(
+        "DAGSTER_PG_URL", migrated_dsn.replace("postgresql", "postgresql+psycopg2", 1)
+    )
+    monkeypatch.setenv("LEDGER_S3_BUCKET", "ledger-lake")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    shutil.copy(ROOT / "docs/deploy/dagster.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        key = dg.AssetKey(["lake", "stripe_charges"])
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key))
+        records = instance.fetch_materializations(key, limit=1).records
+        assert len(records) == 1
+    finally:
+        instance.dispose()
+
+
 def test_marts_schedule_waits_for_the_lake_builds_everything_once_then_the_last_week(
     tmp_path: Path,
 ) -> None:
