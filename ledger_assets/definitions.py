@@ -10,6 +10,7 @@ from ledger_assets.defs.cdc.checks import (
 )
 from ledger_assets.defs.cdc.sensors import cdc_capture_sensor, lake_seed_sensor
 from ledger_assets.defs.dbt.assets import ledger_marts
+from ledger_assets.defs.dbt.reproduce import reproduce_marts_job
 from ledger_assets.defs.dbt.resources import DBT_RESOURCES
 from ledger_assets.defs.dbt.schedules import marts_job, marts_schedule
 from ledger_assets.defs.disputes.sensors import late_arrivals_sensor
@@ -54,6 +55,7 @@ defs = dg.Definitions(
         lake_compaction_job,
         slot_health_job,
         marts_job,
+        reproduce_marts_job,
         reconciliation_job,
     ],
     schedules=[

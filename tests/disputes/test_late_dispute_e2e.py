@@ -4,7 +4,10 @@ Three years of data (3 tenants, few rows), a lake, marts built before the disput
 opens a dispute on a charge 90-180 days old and delivers its events signed, duplicated and out
 of order to the real webhook receiver; ingestion applies them; CDC captures; the lake apply run
 rewrites exactly the dispute's partitions; the late-arrivals sensor asks for exactly the old
-mart day; dbt builds it; and the pre-dispute lake is still readable as of its watermark.
+mart day; dbt builds it and the marts are published. The dashboard keeps the cached report of an
+untouched period (same ETag, 304) and shows the dispute in its cohort's period; and the
+pre-dispute report, rebuilt by ``reproduce_marts_job`` as of its source position, equals the
+published pre-dispute snapshot.
 """
 
 from __future__ import annotations
@@ -12,19 +15,26 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
+import httpx
 import psycopg
 import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 from psycopg.conninfo import conninfo_to_dict
 
+from ledger_assets.dashboard.app import DashboardConfig, build_dashboard
+from ledger_assets.dashboard.auth import mint_token
+from ledger_assets.dashboard.tenants import postgres_tenants
 from ledger_assets.defs.cdc.sensors import cdc_capture_sensor
 from ledger_assets.defs.dbt.assets import MartsConfig, dbt_build_args
+from ledger_assets.defs.dbt.reproduce import reproduce_marts_job
+from ledger_assets.defs.dbt.resources import MartsResource
 from ledger_assets.defs.dbt.schedules import CURRENT_TAG, marts_job
 from ledger_assets.defs.disputes.sensors import DISPUTE_TAG, PARTITIONS_TAG, late_arrivals_sensor
 from ledger_assets.defs.lake.jobs import lake_apply_job
@@ -40,7 +50,9 @@ from ledger_assets.lib.lake.versions import (
     stored_versions,
 )
 from ledger_assets.lib.marts.contracts import results_dir
+from ledger_assets.lib.marts.export import current_snapshot, export_marts, mart_tables
 from ledger_assets.lib.marts.prepare import prepare_marts_database
+from ledger_assets.lib.marts.project import MARTS_SCHEMA
 from ledger_assets.lib.standins import DEFAULT_STRIPE_WEBHOOK_SECRET, LiveRates, StandinServers
 from ledger_assets.lib.standins.webhooks import DeliveryPolicy
 from ledger_assets.lib.synth.load import seed_database
@@ -61,6 +73,7 @@ ONLY_DISPUTES = LiveRates(
 )  # fmt: skip
 #: Lake folders that change with every capture (the change log, the watermark).
 UNSTABLE = {"_changelog", "_state"}
+SECRET = "test-e2e-dashboard-secret-" + "x" * 40
 
 
 class Horizon:
@@ -95,15 +108,42 @@ def env(migrated_dsn: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def build_marts(run: DbtRun, *args: str) -> str:
+    """Prepare, build and publish the marts as the marts asset does; returns the lake
+    watermark the published snapshot records (its ``source_lsn``)."""
     prepared = prepare_marts_database(
         run.database, run.lake.layout, run.lake.tables, run.lake.dsn, results_dir(run.state_dir)
     )
     read_by_ns = time.time_ns()
     result = run.dbt(*args)
     assert result.returncode == 0, result.stdout[-4000:]
-    mark_published(run.lake.layout, read_by_ns)  # as the marts asset does after publishing
+    export_marts(
+        run.database, MARTS_SCHEMA, mart_tables(run.database, MARTS_SCHEMA), exported(run),
+        source_lsn=prepared.applied_lsn, seeded_lsn=prepared.seeded_lsn,
+    )  # fmt: skip
+    mark_published(run.lake.layout, read_by_ns)
     assert prepared.applied_lsn is not None
     return prepared.applied_lsn
+
+
+def exported(run: DbtRun) -> Path:
+    """The export root the dashboard reads (``MartsResource.export_root``)."""
+    return run.state_dir / "marts"
+
+
+def published_marts(snapshot: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every published mart's rows (and the source tags), in a stable order."""
+    with duckdb.connect() as con:
+        return {
+            p.stem: con.execute("select * from read_parquet(?) order by all", [str(p)]).fetchall()
+            for p in sorted(snapshot.glob("*.parquet"))
+        }
+
+
+def wait_served(app: Any, stamp: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while app.state.snapshots.current().version != stamp:
+        assert time.monotonic() < deadline, f"snapshot {stamp} not served in {timeout} s"
+        time.sleep(0.05)
 
 
 def cohort_report(run: DbtRun, tenant: int, day: date) -> dict[str, Any]:
@@ -124,14 +164,28 @@ def lake_rows(con: duckdb.DuckDBPyConnection, view: str) -> list[tuple[Any, ...]
     return con.execute(f"select * exclude (_lsn) from {view} order by all").fetchall()
 
 
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
 def test_a_late_dispute_rewrites_only_its_partitions_and_its_old_mart_day(
-    env: dict[str, Any],
+    env: dict[str, Any], stack: ExitStack
 ) -> None:
     dsn, lake = env["dsn"], env["lake"]
     with psycopg.connect(dsn) as conn:
         tables = lake_tables(conn)
     run = DbtRun(copy_project(env["tmp"]), env["tmp"] / "state", Lake(dsn, lake.layout, tables))
     before_lsn = build_marts(run, "build", "--exclude-resource-type", "unit_test")
+    # The pre-dispute report as published (the folder itself is deleted a few builds later).
+    pre_snapshot = current_snapshot(exported(run))
+    assert pre_snapshot is not None
+    pre_report = published_marts(pre_snapshot)
+    app = build_dashboard(
+        DashboardConfig(exported(run), SECRET, tenant_loader=postgres_tenants(dsn))
+    )
+    dashboard = stack.enter_context(serve(app))
     con = duckdb.connect()
     before_rows = {}
     for name, table in tables.items():
@@ -238,6 +292,42 @@ def test_a_late_dispute_rewrites_only_its_partitions_and_its_old_mart_day(
     assert isinstance(again, dg.SensorResult)
     assert not again.run_requests
 
+    # The dashboard serves the pre-dispute snapshot; a tenant's cohort report, cached for a
+    # period that covers a disputed charge's day and for one far from every touched day.
+    _, tenant, _, cohort_day, _, _ = new[0]
+    touched = {
+        day for _, t, opened, cohort, _, bt_days in new if t == tenant
+        for day in (opened, cohort, *map(date.fromisoformat, bt_days))
+    }  # fmt: skip
+    untouched_end = min(touched) - timedelta(days=45)
+    periods = {
+        "covering": (cohort_day - timedelta(days=5), cohort_day + timedelta(days=5)),
+        "untouched": (untouched_end - timedelta(days=29), untouched_end),
+    }
+    auth = {"Authorization": f"Bearer {mint_token(SECRET, tenant_id=tenant)}"}
+    path = f"{dashboard}/api/tenants/{tenant}/reports/disputes_cohort"
+
+    def report_of(period: str, **headers: str) -> httpx.Response:
+        start, end = periods[period]
+        return httpx.get(
+            path, params={"start": start.isoformat(), "end": end.isoformat()},
+            headers={**auth, **headers}, timeout=30,
+        )  # fmt: skip
+
+    def cohort_row(response: httpx.Response) -> dict[str, Any]:
+        """The cohort day's row of the charges' currency (the day spine adds a zero row in the
+        tenant's default currency when they differ)."""
+        body = response.json()
+        rows = [dict(zip(body["columns"], r, strict=True)) for r in body["rows"]]
+        (row,) = [
+            r for r in rows if r["cohort_date"] == cohort_day.isoformat() and r["charges_succeeded"]
+        ]
+        return row
+
+    cached = {name: report_of(name) for name in periods}
+    assert all(r.status_code == 200 and r.json()["rows"] for r in cached.values())
+    assert cached["untouched"].json()["meta"]["source_lsn"] == before_lsn
+
     # 5. dbt builds each requested day; its cohort row now shows the dispute.
     cohorts = {(tenant, cohort) for _, tenant, _, cohort, _, _ in new}
     old_reports = {c: cohort_report(run, *c) for c in cohorts}
@@ -245,6 +335,19 @@ def test_a_late_dispute_rewrites_only_its_partitions_and_its_old_mart_day(
         start = datetime(lo.year, lo.month, lo.day, tzinfo=UTC)
         window = dg.TimeWindow(start, start + timedelta(days=(hi - lo).days + 1))
         build_marts(run, *dbt_build_args(window, MartsConfig()))
+    # The dispute's balance transactions are recent: the schedule's range run over the recent
+    # days rebuilds them (marts_schedule), and the daily P&L shows the money moving.
+    cash_days = sorted({date.fromisoformat(d) for *_, bt_days in new for d in bt_days})
+    start = datetime.combine(cash_days[0], datetime.min.time(), UTC)
+    window = dg.TimeWindow(start, start + timedelta(days=(cash_days[-1] - cash_days[0]).days + 1))
+    build_marts(run, *dbt_build_args(window, MartsConfig()))
+    with duckdb.connect(str(run.database), read_only=True) as db:
+        for _, tenant_id, _, _, _, bt_days in new:
+            (moved_money,) = db.execute(
+                "select sum(disputes) from marts.marts.daily_pnl where tenant_id = ? "
+                "and local_date = any(?)", [tenant_id, [date.fromisoformat(d) for d in bt_days]],
+            ).fetchone() or (None,)  # fmt: skip
+            assert moved_money, "the dispute's withdrawal is in its day's P&L"
     for cohort_key, old_report in old_reports.items():
         opened = sum(1 for _, t, _, c, _, _ in new if (t, c) == cohort_key)
         report = cohort_report(run, *cohort_key)
@@ -252,9 +355,58 @@ def test_a_late_dispute_rewrites_only_its_partitions_and_its_old_mart_day(
         assert report["disputed_amount"] > old_report["disputed_amount"]
         assert report["charges_succeeded"] == old_report["charges_succeeded"]
 
-    # 6. The pre-dispute lake, as of the watermark the first marts build recorded, is intact.
+    # 6. The dashboard serves the post-dispute snapshot: the untouched period's cached report
+    #    keeps its ETag (a revalidation is a 304); the cohort's period has a new one and shows
+    #    the dispute.
+    post_snapshot = current_snapshot(exported(run))
+    assert post_snapshot is not None
+    assert post_snapshot != pre_snapshot
+    wait_served(app, post_snapshot.name)
+    kept = report_of("untouched")
+    assert kept.json()["meta"]["snapshot"] == post_snapshot.name
+    assert kept.headers["etag"] == cached["untouched"].headers["etag"]
+    assert kept.json()["rows"] == cached["untouched"].json()["rows"]
+    revalidated = report_of("untouched", **{"If-None-Match": kept.headers["etag"]})
+    assert revalidated.status_code == 304
+    moved = report_of("covering", **{"If-None-Match": cached["covering"].headers["etag"]})
+    assert moved.status_code == 200
+    assert moved.headers["etag"] != cached["covering"].headers["etag"]
+    opened_here = sum(1 for _, t, _, c, _, _ in new if (t, c) == (tenant, cohort_day))
+    assert cohort_row(moved)["disputes_open"] == (
+        cohort_row(cached["covering"])["disputes_open"] + opened_here
+    )
+
+    # 7. The pre-dispute lake, as of the watermark the first marts build recorded, is intact.
     for name, table in tables.items():
         view = create_lake_view_as_of(con, lake.layout, table, Lsn.parse(before_lsn), f"a_{name}")
         assert lake_rows(con, view) == before_rows[name], name
     now = create_lake_view(con, lake.layout, tables["stripe_charges"], "now_charges")
     assert lake_rows(con, now) != before_rows["stripe_charges"]
+
+    # 8. The pre-dispute report, reproduced by dbt as of its source position through the job an
+    #    operator launches, equals the published one exactly (every mart and the source tags),
+    #    while the current marts show the dispute. The live marts are left as they were.
+    live = published_marts(post_snapshot)
+    assert live["disputes_by_charge_cohort"] != pre_report["disputes_by_charge_cohort"]
+    assert live["daily_pnl"] != pre_report["daily_pnl"]
+    live_database = run.database.read_bytes()
+    reproduced = reproduce_marts_job.execute_in_process(
+        run_config={"ops": {"reproduce_marts_as_of": {"config": {"as_of_lsn": before_lsn}}}},
+        resources={**env["resources"], "marts": MartsResource(state_dir=str(run.state_dir))},
+        instance=instance,
+    )  # fmt: skip
+    assert reproduced.success
+    folder = Path(reproduced.output_for_node("reproduce_marts_as_of"))
+    assert run.state_dir.resolve() in folder.parents
+    again = published_marts(folder)
+    assert set(again) == set(pre_report)
+    for mart in ("daily_pnl", "disputes_by_charge_cohort"):
+        assert again[mart] == pre_report[mart], mart
+    assert again == pre_report
+    assert current_snapshot(exported(run)) == post_snapshot
+    assert run.database.read_bytes() == live_database
+    (step,) = [
+        e for e in reproduced.all_node_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT
+    ]
+    metadata = step.step_output_data.metadata
+    assert sum(metadata["partition_versions_read"].value.values()) == len(versions)

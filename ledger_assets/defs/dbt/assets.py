@@ -42,14 +42,13 @@ from ledger_assets.lib.lake.versions import mark_published
 from ledger_assets.lib.marts.export import export_marts, mart_tables
 from ledger_assets.lib.marts.prepare import BuildWindow, prepare_marts_database
 from ledger_assets.lib.marts.project import (
+    MARTS_SCHEMA,
     project_files,
     project_fingerprint,
     record_views_built,
     views_built_from,
     window_independent_views,
 )
-
-MARTS_SCHEMA = "marts"
 
 
 class MartsConfig(dg.Config):

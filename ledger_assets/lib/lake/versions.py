@@ -141,6 +141,27 @@ def pruned_through(layout: LakeLayout, table: str) -> Lsn | None:
     return Lsn.from_hex16(marker.read_text().strip()) if marker.exists() else None
 
 
+def versions_as_of(layout: LakeLayout, table: str, watermark: Lsn) -> dict[PartitionKey, Path]:
+    """Per partition replaced since ``watermark``, the file holding its content as readers with
+    that watermark saw it: the oldest version named ``W >= watermark``. A partition not listed
+    has not changed since; its current file holds that content.
+
+    Raises:
+        VersionExpiredError: versions needed for ``watermark`` may have been pruned.
+    """
+    horizon = pruned_through(layout, table)
+    if horizon is not None and watermark <= horizon:
+        raise VersionExpiredError(
+            f"{table} as of {watermark}: versions up to {horizon} were pruned "
+            f"(retention {RETENTION_DAYS} days)"
+        )
+    chosen: dict[PartitionKey, Path] = {}
+    for version in stored_versions(layout, table):
+        if version.watermark >= watermark:
+            chosen.setdefault(version.key, version.path)  # ascending: the oldest one wins
+    return chosen
+
+
 def create_lake_view_as_of(
     con: duckdb.DuckDBPyConnection,
     layout: LakeLayout,
@@ -153,16 +174,7 @@ def create_lake_view_as_of(
     Raises:
         VersionExpiredError: versions needed for ``watermark`` may have been pruned.
     """
-    horizon = pruned_through(layout, lake_table.name)
-    if horizon is not None and watermark <= horizon:
-        raise VersionExpiredError(
-            f"{lake_table.name} as of {watermark}: versions up to {horizon} were pruned "
-            f"(retention {RETENTION_DAYS} days)"
-        )
-    chosen: dict[PartitionKey, Path] = {}
-    for version in stored_versions(layout, lake_table.name):
-        if version.watermark >= watermark:
-            chosen.setdefault(version.key, version.path)  # ascending: the oldest one wins
+    chosen = versions_as_of(layout, lake_table.name, watermark)
     view = name or lake_table.name
     current = create_lake_view(con, layout, lake_table, name=f"__current_{view}")
     if not chosen:

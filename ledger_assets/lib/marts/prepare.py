@@ -19,6 +19,11 @@ dbt reads three schemas of the marts database, all (re)created here before every
   payouts swept, and the payouts the window's balance transactions were swept into. Those days
   are looked up by primary key or index in Postgres, so the cost follows the window's rows, not
   the lake.
+* With ``as_of`` (the lake watermark a published report was built from), each view reads the
+  lake as readers at that watermark saw it: a partition replaced since is read from its kept
+  version (:func:`ledger_assets.lib.lake.versions.versions_as_of`, the selection
+  ``create_lake_view_as_of`` makes), every other one from its current file. A position older
+  than the versions still kept fails (``VersionExpiredError``) instead of mixing in newer rows.
 * ``sor`` — copies of the small system-of-record tables the marts need and the lake does not
   hold, because they are not day-partitioned: tenants (zone, default currency), Plaid accounts
   (name, type) and currencies (exponents). Read in one Postgres transaction (one snapshot).
@@ -40,10 +45,12 @@ import duckdb
 import psycopg
 import pyarrow as pa
 
-from ledger_assets.lib.lake.layout import LakeLayout
+from ledger_assets.lib.cdc.lsn import Lsn
+from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
 from ledger_assets.lib.lake.reader import READ_OPTIONS, sql_list
 from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.sync import read_lake_state
+from ledger_assets.lib.lake.versions import VersionExpiredError, versions_as_of
 from ledger_assets.lib.localtime import day_window, local_date
 from ledger_assets.lib.marts.contracts import RECONCILIATION_RESULTS, result_files
 
@@ -114,6 +121,7 @@ class PreparedDatabase:
     lake_files: dict[str, int] = field(default_factory=dict)
     sor_rows: dict[str, int] = field(default_factory=dict)
     reconciliation_files: int = 0
+    #: The lake watermark the views reflect: the lake's, or the ``as_of`` position.
     applied_lsn: str | None = None
     #: The lake's seeding snapshot position: what a snapshot row (``_lsn`` 0) reflects.
     seeded_lsn: str | None = None
@@ -121,6 +129,8 @@ class PreparedDatabase:
     window: BuildWindow | None = None
     #: Per lake table, the days outside the window its view also covers (windowed runs).
     reach_days: dict[str, int] = field(default_factory=dict)
+    #: Per lake table, the partitions read from a kept version (``as_of`` runs).
+    versions_read: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -161,10 +171,13 @@ def create_persistent_lake_view(
     lake_table: LakeTable,
     schema: str,
     days: Collection[date] | None = None,
+    versions: Mapping[PartitionKey, Path] | None = None,
 ) -> int:
     """Create ``<schema>.<table>`` over the table's current files; returns the file count.
 
-    With ``days``, only the files of those days (every tenant's partition of each day).
+    With ``days``, only the files of those days (every tenant's partition of each day). With
+    ``versions`` (``versions.versions_as_of``), those partitions are read from the given files
+    instead, as an overlay supersedes its partition's slice of the base.
     """
     table = _quoted(lake_table.name)
     sch = _quoted(schema)
@@ -176,6 +189,8 @@ def create_persistent_lake_view(
             layout.overlay_keys(lake_table.name), layout.overlay_files(lake_table.name), strict=True
         )
     )
+    if versions:
+        overlaid = list({**dict(overlaid), **versions}.items())
     if days is None:
         bases = [str(p) for p in layout.base_files(lake_table.name)]
     else:
@@ -381,6 +396,7 @@ def prepare_marts_database(
     dsn: str,
     results_dir: Path,
     window: BuildWindow | None = None,
+    as_of: Lsn | None = None,
 ) -> PreparedDatabase:
     """Recreate the ``lake``, ``sor`` and ``reconciliation`` relations dbt reads.
 
@@ -393,13 +409,34 @@ def prepare_marts_database(
         window: the days a windowed dbt run rebuilds; the lake views then cover those days and
             the days they reach (see the module's docs). None: the whole lake (a full build).
             dbt refuses a run whose vars ask for more than the views cover.
+        as_of: read the lake as of this watermark (a published report's ``source_lsn``)
+            instead of its current files. The reference tables are still read as they are now.
 
     Raises:
-        LakeNotReadyError: the lake is not seeded or still seeding.
+        LakeNotReadyError: the lake is not seeded or still seeding, or has not reached
+            ``as_of`` yet.
+        VersionExpiredError: ``as_of`` is older than the versions still kept, or than the
+            lake's seed (nothing is kept while it seeds).
     """
     started = time.monotonic()
     applied, seeded = check_lake_ready(layout)
-    report = PreparedDatabase(applied_lsn=applied, seeded_lsn=seeded, window=window)
+    versions: dict[str, dict[PartitionKey, Path]] = {}
+    if as_of is not None:
+        if as_of > Lsn.parse(applied):
+            raise LakeNotReadyError(
+                f"the lake is at {applied}, not yet at {as_of}: its files may still change "
+                "below that position"
+            )
+        if as_of < Lsn.parse(seeded):
+            raise VersionExpiredError(
+                f"{as_of} is before the lake's seed ({seeded}): no report can have read it"
+            )
+        versions = {name: versions_as_of(layout, name, as_of) for name in tables}
+        applied = str(as_of)
+    report = PreparedDatabase(
+        applied_lsn=applied, seeded_lsn=seeded, window=window,
+        versions_read={name: len(kept) for name, kept in versions.items()},
+    )  # fmt: skip
     database.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(database))
     try:
@@ -413,7 +450,7 @@ def prepare_marts_database(
             days = None if window is None else set(window.days)
             for name, lake_table in tables.items():
                 report.lake_files[name] = create_persistent_lake_view(
-                    con, layout, lake_table, LAKE_SCHEMA, days
+                    con, layout, lake_table, LAKE_SCHEMA, days, versions.get(name)
                 )
             if window is not None:
                 zones = {
@@ -428,8 +465,9 @@ def prepare_marts_database(
                     report.reach_days[name] = len(extra)
                     if extra:
                         report.lake_files[name] = create_persistent_lake_view(
-                            con, layout, lake_table, LAKE_SCHEMA, set(window.days) | extra
-                        )
+                            con, layout, lake_table, LAKE_SCHEMA, set(window.days) | extra,
+                            versions.get(name),
+                        )  # fmt: skip
         _write_scope(con, window)
         report.reconciliation_files = create_reconciliation_view(con, results_dir)
         con.execute("commit")

@@ -21,6 +21,8 @@ from typing import Any
 
 import duckdb
 
+#: The schema dbt builds the marts in (dbt_project.yml, macros/generate_schema_name.sql).
+MARTS_SCHEMA = "marts"
 #: The files a dbt parse reads; a change to any of them may change the views.
 PROJECT_GLOBS = ("*.yml", "models/**/*", "macros/**/*", "tests/**/*")
 #: Where the marts database records the project its views were built from.
