@@ -22,6 +22,12 @@ from ledger_assets.lib.lake.versions import (
     mark_published,
     prune_versions,
     stored_versions,
+    versions_as_of,
+)
+from ledger_assets.lib.marts.prepare import (
+    LakeNotReadyError,
+    create_persistent_lake_view,
+    prepare_marts_database,
 )
 from ledger_assets.lib.sor.catalog import MirroredTable
 
@@ -101,9 +107,17 @@ def test_reading_as_of_a_watermark_reproduces_every_earlier_state(layout: LakeLa
     versions = [(v.key.local_date, int(v.watermark)) for v in stored_versions(layout, TABLE.name)]
     # The new day's version is its (empty) content before it existed.
     assert versions == [(OLD_DAY, 1000), (OLD_DAY, 2000), (NEW_DAY, 1000)]
+    marts = layout.root.parent / "marts.duckdb"
     for watermark, expected in ((1000, before), (1500, middle), (2000, middle), (3000, now)):
         view = create_lake_view_as_of(con, layout, TABLE, Lsn(watermark), name=f"a{watermark}")
         assert snapshot(con, view) == expected, watermark
+        # The marts database's view (what dbt reads, from another process) picks the same.
+        with duckdb.connect(str(marts)) as db:
+            db.execute("create schema if not exists lake")
+            kept = versions_as_of(layout, TABLE.name, Lsn(watermark))
+            create_persistent_lake_view(db, layout, TABLE, "lake", versions=kept)
+        with duckdb.connect(str(marts), read_only=True) as db:
+            assert snapshot(db, f"lake.{TABLE.name}") == expected, watermark
     # Tenant 2 shares the old day's base file and never changed: it is there at every position.
     assert ("ch_x", 7, OLD_DAY) in snapshot(con, "a1000")
 
@@ -154,3 +168,32 @@ def test_pruning_keeps_the_retention_period_and_then_fails_closed(layout: LakeLa
         create_lake_view_as_of(con, layout, TABLE, Lsn(2000))
     view = create_lake_view_as_of(con, layout, TABLE, Lsn(2500), name="kept")
     assert snapshot(con, view) == [("ch_a", 2, OLD_DAY), ("ch_x", 7, OLD_DAY)]
+
+
+def test_marts_as_of_a_position_outside_the_kept_versions_fail_before_building(
+    layout: LakeLayout, tmp_path: Path
+) -> None:
+    key = PartitionKey(TABLE.name, 1, OLD_DAY)
+    for n, watermark in enumerate((1000, 2000)):
+        at_watermark(layout, watermark)
+        write_partition(layout, TABLE, key, rows(OLD_DAY, ("ch_a", n + 1, watermark + 1)))
+    at_watermark(layout, 3000)
+    (old, _) = stored_versions(layout, TABLE.name)
+    stamp = time.time() - (RETENTION_DAYS + 1) * 86_400
+    os.utime(old.path, (stamp, stamp))
+    assert prune_versions(layout, TABLE.name).files == 1
+
+    def prepare(as_of: int) -> None:
+        # Refused before anything is read: the system of record is never reached.
+        prepare_marts_database(
+            tmp_path / "marts.duckdb", layout, {TABLE.name: TABLE}, "postgresql://nowhere",
+            tmp_path / "results", as_of=Lsn(as_of),
+        )  # fmt: skip
+
+    with pytest.raises(VersionExpiredError, match="pruned"):
+        prepare(1000)
+    with pytest.raises(VersionExpiredError, match="seed"):
+        prepare(0)
+    with pytest.raises(LakeNotReadyError, match="not yet at"):
+        prepare(3001)
+    assert not (tmp_path / "marts.duckdb").exists()
