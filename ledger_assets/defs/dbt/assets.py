@@ -173,8 +173,11 @@ def ledger_marts(
         marts.database, lake.layout, tables, postgres.dsn, marts.reconciliation_results,
         window=days,
     )  # fmt: skip
-    # Every lake file older than this may be read by the views just created (the report).
-    read_by_ns = time.time_ns()
+    # Every lake file older than this may be read by the views just created (the report). The
+    # mark is set before dbt reads them: CDC may replace one of those files during the build,
+    # and only a mark already in place makes that replacement keep the content as a version
+    # (as-of reads). A build that then fails costs a few versions nobody needed.
+    mark_published(lake.layout, time.time_ns())
     context.log.info(
         f"marts database ready in {prepared.seconds:.2f} s: lake at {prepared.applied_lsn}, "
         f"{sum(prepared.lake_files.values())} lake files (days outside the window: "
@@ -207,8 +210,6 @@ def ledger_marts(
         source_lsn=prepared.applied_lsn,
         seeded_lsn=prepared.seeded_lsn,
     )
-    # From now on, replacing content this report read keeps it as a version (as-of reads).
-    mark_published(lake.layout, read_by_ns)
     context.log.info(
         f"published marts snapshot {report.snapshot.name} in {report.seconds:.2f} s: {report.rows}"
     )

@@ -14,10 +14,11 @@ for partitions that have none (they have not changed since ``L``). When two writ
 partition at the same watermark (a repair, then another), the first version — the content
 readers at ``W`` saw — is kept.
 
-Only content a published report can have read is kept (:func:`mark_published`, called after each
-marts snapshot): a partition of the current day is rewritten on every CDC tick, and keeping each
-intermediate state nobody reported on would cost a file per tick. "As of" is therefore exact at
-the positions reports were built from, which is what reproducing a report needs.
+Only content a report can have read is kept (:func:`mark_published`, called by each marts build
+once its lake views exist): a partition of the current day is rewritten on every CDC tick, and
+keeping each intermediate state nobody reported on would cost a file per tick. "As of" is
+therefore exact at the positions reports were built from, which is what reproducing a report
+needs.
 
 Retention: versions older than :data:`RETENTION_DAYS` are pruned by the nightly compaction job;
 the highest watermark pruned is recorded (``<table>/_versions/PRUNED``), and reading as of a
@@ -69,9 +70,9 @@ def version_file(layout: LakeLayout, key: PartitionKey, watermark: Lsn) -> Path:
 def mark_published(layout: LakeLayout, read_by_ns: int) -> None:
     """Record that a published report read the lake's files as they were at ``read_by_ns``.
 
-    Called after a marts snapshot is published, with a time taken after its lake views were
-    created: every file content older than that may be behind a report, so replacing it later
-    keeps it as a version. The mark only moves forward.
+    Called by a marts build right after its lake views are created and before dbt reads
+    them: every file content older than that may be behind a report, so replacing it later
+    (even during the build) keeps it as a version. The mark only moves forward.
     """
     current = published_by_ns(layout)
     if current is not None and current >= read_by_ns:
