@@ -35,17 +35,41 @@ keys as (
 ),
 
 rows_behind as (
-    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__charges') }}
+    select
+        tenant_id,
+        local_date,
+        source_lsn
+    from {{ ref('stg_stripe__charges') }}
     union all
-    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__refunds') }}
+    select
+        tenant_id,
+        local_date,
+        source_lsn
+    from {{ ref('stg_stripe__refunds') }}
     union all
-    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__disputes') }}
+    select
+        tenant_id,
+        local_date,
+        source_lsn
+    from {{ ref('stg_stripe__disputes') }}
     union all
-    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__payouts') }}
+    select
+        tenant_id,
+        local_date,
+        source_lsn
+    from {{ ref('stg_stripe__payouts') }}
     union all
-    select tenant_id, local_date, source_lsn from {{ ref('stg_stripe__balance_transactions') }}
+    select
+        tenant_id,
+        local_date,
+        source_lsn
+    from {{ ref('stg_stripe__balance_transactions') }}
     union all
-    select tenant_id, local_date, source_lsn from {{ ref('stg_plaid__transactions') }}
+    select
+        tenant_id,
+        local_date,
+        source_lsn
+    from {{ ref('stg_plaid__transactions') }}
     union all
     select
         disputes.tenant_id,
