@@ -155,6 +155,21 @@ def test_disputes_and_cash_flow_are_populated(built_marts: DbtRun) -> None:
     )
     assert int(str(bank[0])) > 0
     assert int(str(bank[1])) > 0
+    # Every Plaid account has a row on every day of its tenant's spine (daily_pnl's days):
+    # a day without transactions is an explicit NO_TRANSACTIONS row, not a missing day.
+    quiet, missing = query(
+        built_marts.database,
+        """
+        select
+            (select count(*) from marts.marts.bank_cash_flow where category = 'NO_TRANSACTIONS'),
+            (select count(*) from marts.marts.daily_pnl d
+             join sor.plaid_accounts a using (tenant_id)
+             anti join marts.marts.bank_cash_flow b
+                 on b.account_id = a.account_id and b.local_date = d.local_date)
+        """,
+    )[0]
+    assert int(str(quiet)) > 0
+    assert missing == 0
     assert query(
         built_marts.database, "select count(*) from marts.marts.reconciliation_status"
     ) == [(0,)]
@@ -235,10 +250,10 @@ def window(day: date) -> str:
     return json.dumps({"start_date": day.isoformat(), "end_date": end.isoformat()})
 
 
-def build_day(run: DbtRun, day: date) -> str:
-    """Build daily_pnl and its parents for one day; returns dbt's output (asserting success)."""
+def build_day(run: DbtRun, day: date, mart: str = "daily_pnl") -> str:
+    """Build ``mart`` and its parents for one day; returns dbt's output (asserting success)."""
     result = run.dbt(
-        "build", "--vars", window(day), "--select", "+daily_pnl",
+        "build", "--vars", window(day), "--select", f"+{mart}",
         "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]
@@ -276,6 +291,52 @@ def test_an_empty_lake_partition_is_an_explicit_zero_row_and_only_the_window_reb
     scratch.prepare()
 
 
+def bank_rows(run: DbtRun, tenant: int, day: date) -> list[tuple[object, ...]]:
+    return query(
+        run.database,
+        "select account_id, category, posted_count + pending_count, posted_inflow, posted_outflow,"
+        " pending_inflow, pending_outflow from marts.marts.bank_cash_flow"
+        " where tenant_id = ? and local_date = ? order by all",
+        [tenant, day],
+    )
+
+
+def test_an_empty_bank_partition_is_an_explicit_zero_row_per_account(scratch: DbtRun) -> None:
+    lake, tx = scratch.lake, scratch.lake.tables["plaid_transactions"]
+    scratch.prepare()
+    # A tenant-day with transactions in several categories: after the partition is emptied,
+    # none of those rows may survive the day's rebuild.
+    (picked,) = query(
+        scratch.database,
+        "select tenant_id, local_date from lake.plaid_transactions where local_date between "
+        "'2025-03-01' and '2025-03-31' group by all order by count(distinct category_primary) "
+        "desc, 1, 2 limit 1",
+    )
+    tenant, day = int(str(picked[0])), picked[1]
+    assert isinstance(day, date)
+    accounts = [
+        r[0]
+        for r in query(
+            scratch.database,
+            "select account_id from sor.plaid_accounts where tenant_id = ? order by 1",
+            [tenant],
+        )
+    ]
+    build_day(scratch, day, "bank_cash_flow")
+    before = bank_rows(scratch, tenant, day)
+    assert len({r[1] for r in before}) > 1
+    assert sum(int(str(r[2])) for r in before) > 0
+    with overlay(lake, tx.name, tenant, day, tx.schema.empty_table()):
+        scratch.prepare()
+        build_day(scratch, day, "bank_cash_flow")
+        assert bank_rows(scratch, tenant, day) == [
+            (account, "NO_TRANSACTIONS", 0, 0, 0, 0, 0) for account in accounts
+        ]
+    scratch.prepare()
+    build_day(scratch, day, "bank_cash_flow")
+    assert bank_rows(scratch, tenant, day) == before
+
+
 def test_an_unknown_currency_fails_the_build_loudly(scratch: DbtRun) -> None:
     lake, tenant, day = scratch.lake, 2, date(2025, 3, 12)
     bts = lake.tables["stripe_balance_transactions"]
@@ -301,6 +362,32 @@ def test_an_unknown_currency_fails_the_build_loudly(scratch: DbtRun) -> None:
     assert "relationships_stg_stripe__balance_transactions_currency" in built.stdout
     assert ran.returncode != 0
     assert "unknown currency 'xts' on balance transaction" in ran.stdout
+
+
+def test_an_unknown_bank_currency_fails_the_build_loudly(scratch: DbtRun) -> None:
+    lake, tenant, day = scratch.lake, 3, date(2025, 3, 12)
+    tx = lake.tables["plaid_transactions"]
+    rows = read_partitions(lake.layout, tx, [PartitionKey(tx.name, tenant, day)])
+    assert rows.num_rows > 0
+    currency = rows.column("currency")
+    bad = rows.set_column(
+        rows.schema.get_field_index("currency"),
+        "currency",
+        pa.array(["xts", *currency.to_pylist()[1:]], currency.type),
+    )
+    with overlay(lake, tx.name, tenant, day, bad):
+        scratch.prepare()
+        built = scratch.dbt(
+            "build", "--vars", window(day), "--select", "+bank_cash_flow",
+            "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
+        )  # fmt: skip
+        # Without the data tests, the model itself stops on the row.
+        ran = scratch.dbt("run", "--vars", window(day), "--select", "+bank_cash_flow")
+    scratch.prepare()
+    assert built.returncode != 0
+    assert "relationships_stg_plaid__transactions_currency" in built.stdout
+    assert ran.returncode != 0
+    assert "unknown currency 'xts' on Plaid transaction" in ran.stdout
 
 
 def test_marts_refuse_a_lake_that_is_not_seeded(seeded_lake: Lake, tmp_path: Path) -> None:

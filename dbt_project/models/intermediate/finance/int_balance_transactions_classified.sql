@@ -12,11 +12,12 @@ classified as (
     select
         balance_transactions.*,
         -- A currency the project does not know stops the build here, naming the row: a wrong
-        -- exponent would scale every amount of that currency by a power of ten.
+        -- exponent would scale every amount of that currency by a power of ten. (error(null)
+        -- does not raise: the message must never be null.)
         cast(coalesce(
             currencies.currency_exponent,
             error(
-                'unknown currency ''' || balance_transactions.currency
+                'unknown currency ''' || coalesce(balance_transactions.currency, 'null')
                 || ''' on balance transaction ' || balance_transactions.balance_transaction_id
                 || ': not in ledger.currencies'
             )

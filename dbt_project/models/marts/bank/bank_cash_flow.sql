@@ -2,18 +2,34 @@
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
-        unique_key=['tenant_id', 'account_id', 'local_date', 'category'],
+        unique_key=['tenant_id', 'local_date'],
         on_schema_change='fail',
     )
 }}
 {#- Grain: one row per tenant, Plaid account, bank calendar day and Plaid primary category
-    with at least one transaction. Amounts are positive magnitudes in minor units of the
-    account's currency: inflow = money in, outflow = money out (Plaid sends positive = out).
-    Posted transactions are the cash flow; pending ones are shown apart and never added to it
-    (a pending row is replaced by a posted row with another id when it settles). -#}
+    with at least one transaction; an account without any transaction on a day of the run's
+    window has one explicit zero row in category NO_TRANSACTIONS (docs: missing_days_policy).
+    Amounts are positive magnitudes in minor units of the account's currency: inflow = money
+    in, outflow = money out (Plaid sends positive = out). Posted transactions are the cash
+    flow; pending ones are shown apart and never added to it (a pending row is replaced by a
+    posted row with another id when it settles).
+    The rebuild replaces whole tenant-days (unique_key is coarser than the grain on purpose):
+    every tenant-day of the window is in the new rows, so a category or account that no
+    longer has transactions that day leaves no stale row behind. -#}
 with transactions as (
     select * from {{ ref('int_plaid_transactions_directed') }}
     where {{ in_window('local_date') }}
+),
+
+tenant_days as (
+    select distinct
+        tenant_id,
+        local_date
+    from {{ ref('int_tenant_days') }}
+),
+
+accounts as (
+    select * from {{ ref('stg_plaid__accounts') }}
 ),
 
 flows as (
@@ -35,11 +51,41 @@ flows as (
     group by tenant_id, account_id, local_date, category
 ),
 
+quiet as (
+    select
+        tenant_days.tenant_id,
+        accounts.account_id,
+        tenant_days.local_date,
+        'NO_TRANSACTIONS' as category,
+        accounts.account_name,
+        accounts.account_type,
+        accounts.currency,
+        cast(0 as bigint) as posted_inflow,
+        cast(0 as bigint) as posted_outflow,
+        cast(0 as bigint) as posted_count,
+        cast(0 as bigint) as pending_inflow,
+        cast(0 as bigint) as pending_outflow,
+        cast(0 as bigint) as pending_count
+    from tenant_days
+    inner join accounts
+        on tenant_days.tenant_id = accounts.tenant_id
+    anti join flows
+        on
+            accounts.account_id = flows.account_id
+            and tenant_days.local_date = flows.local_date
+),
+
+combined as (
+    select * from flows
+    union all by name
+    select * from quiet
+),
+
 netted as (
     select
         *,
         posted_inflow - posted_outflow as posted_net
-    from flows
+    from combined
 )
 
 select * from netted

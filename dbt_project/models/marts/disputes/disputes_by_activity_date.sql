@@ -2,7 +2,7 @@
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
-        unique_key=['tenant_id', 'currency', 'local_date'],
+        unique_key=['tenant_id', 'local_date'],
         on_schema_change='fail',
     )
 }}
@@ -10,7 +10,9 @@
     happened (every tenant-day of the window, zeros included). Disputes opened count on the
     dispute's own day; withdrawals and reinstatements on their balance transactions' days.
     dispute_rate = chargebacks opened that day / charges that succeeded that day (inquiries
-    are counted apart and left out of the rate, as the card networks do). -#}
+    are counted apart and left out of the rate, as the card networks do).
+    unique_key is the tenant-day, coarser than the grain: a rebuild replaces whole tenant-days
+    (docs: missing_days_policy), so a currency without rows any more leaves no stale row. -#}
 with disputes as (
     select * from {{ ref('int_disputes_joined_to_charges') }}
     where {{ in_window('local_date') }}

@@ -2,13 +2,15 @@
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
-        unique_key=['tenant_id', 'currency', 'local_date'],
+        unique_key=['tenant_id', 'local_date'],
         on_schema_change='fail',
     )
 }}
 {#- Grain: one row per tenant, settlement currency and account-local day. Rebuilds only the
     run's window (vars start_date/end_date); every tenant-day of the window is present, with
-    zeros when the lake holds no balance transaction for it. -#}
+    zeros when the lake holds no balance transaction for it.
+    unique_key is the tenant-day, coarser than the grain: a rebuild replaces whole tenant-days
+    (docs: missing_days_policy), so a currency without rows any more leaves no stale row. -#}
 with balance_transactions as (
     select * from {{ ref('int_balance_transactions_classified') }}
     where {{ in_window('local_date') }}

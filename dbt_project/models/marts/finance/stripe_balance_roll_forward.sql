@@ -2,7 +2,7 @@
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
-        unique_key=['tenant_id', 'currency', 'local_date'],
+        unique_key=['tenant_id', 'local_date'],
         on_schema_change='fail',
     )
 }}
@@ -11,7 +11,9 @@
     everything but payouts and payouts is the (negative) net of payout transactions. The
     balance starts at zero on the tenant's first day in the lake. A running total depends on
     every earlier day, so a windowed run rebuilds every day from the window's first day on,
-    starting from the closing balance of the last earlier day this table holds. -#}
+    starting from the closing balance of the last earlier day this table holds.
+    unique_key is the tenant-day, coarser than the grain: a rebuild replaces whole tenant-days
+    (docs: missing_days_policy), so a currency without rows any more leaves no stale row. -#}
 {%- set carry = is_incremental() and has_window() %}
 with daily as (
     select * from {{ ref('daily_pnl') }}
