@@ -1,4 +1,7 @@
-{#- Each dispute with its charge: the charge's local day is the dispute's cohort. -#}
+{{ config(materialized='table') }}
+{#- Each dispute with its charge: the charge's local day is the dispute's cohort. A table, not
+    a view: three marts read it, and as a view each would scan every charge again to find the
+    few disputed ones. Every run rebuilds it (it is no view the marts asset may keep). -#}
 with disputes as (
     select * from {{ ref('stg_stripe__disputes') }}
 ),
@@ -21,7 +24,8 @@ joined as (
         disputes.status like 'warning\_%' escape '\' as is_inquiry,
         disputes.charge_id,
         charges.local_date as charge_local_date,
-        charges.amount as charge_amount
+        charges.amount as charge_amount,
+        disputes.source_lsn
     from disputes
     inner join charges
         on disputes.charge_id = charges.charge_id

@@ -1,6 +1,9 @@
+{{ config(materialized='table') }}
 {#- The day spine: every tenant, in its default currency, for every local day of the run's
     window from the day the tenant was created (in its own zone). Marts left-join their facts to
-    it, so a day without rows is an explicit zero row, never a missing day. -#}
+    it, so a day without rows is an explicit zero row, never a missing day. A table, not a view:
+    five marts read it, and as a view each of them would scan the balance transactions twice
+    more for the bounds of a full build. It reads the window, so every run rebuilds it. -#}
 with tenants as (
     select * from {{ ref('stg_ledger__tenants') }}
 ),
@@ -29,7 +32,8 @@ tenant_days as (
         cast(coalesce(
             currencies.currency_exponent,
             error(
-                'unknown default currency ''' || tenants.default_currency || ''' of tenant '
+                'unknown default currency ''' || coalesce(tenants.default_currency, 'null')
+                || ''' of tenant '
                 || tenants.tenant_id
             )
         ) as smallint) as currency_exponent

@@ -21,13 +21,14 @@ balance_transactions as (
         and reporting_category not in ('payout', 'payout_reversal')
 ),
 
+-- Every payout's sweep; the left join in `tied` keeps those of the window's payouts (the
+-- lake views of a windowed run hold only the window's days and its payouts' sweeps).
 swept as (
     select
         payout_id,
         count(*) as swept_transaction_count,
         sum(net) as swept_net
     from balance_transactions
-    where payout_id in (select payout_id from payouts)  -- noqa: RF02
     group by payout_id
 ),
 

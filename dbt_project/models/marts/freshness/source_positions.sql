@@ -34,58 +34,72 @@ keys as (
     select * from cohort_days
 ),
 
+-- Each table's rows reduced to one per tenant-day before they meet: the union and the join
+-- then handle tenant-days, not lake rows.
 rows_behind as (
     select
         tenant_id,
         local_date,
-        source_lsn
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
     from {{ ref('stg_stripe__charges') }}
+    group by tenant_id, local_date
     union all
     select
         tenant_id,
         local_date,
-        source_lsn
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
     from {{ ref('stg_stripe__refunds') }}
+    group by tenant_id, local_date
     union all
     select
         tenant_id,
         local_date,
-        source_lsn
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
     from {{ ref('stg_stripe__disputes') }}
+    group by tenant_id, local_date
     union all
     select
         tenant_id,
         local_date,
-        source_lsn
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
     from {{ ref('stg_stripe__payouts') }}
+    group by tenant_id, local_date
     union all
     select
         tenant_id,
         local_date,
-        source_lsn
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
     from {{ ref('stg_stripe__balance_transactions') }}
+    group by tenant_id, local_date
     union all
     select
         tenant_id,
         local_date,
-        source_lsn
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
     from {{ ref('stg_plaid__transactions') }}
+    group by tenant_id, local_date
     union all
     select
-        disputes.tenant_id,
-        charges.local_date,
-        disputes.source_lsn
-    from {{ ref('stg_stripe__disputes') }} as disputes
-    inner join {{ ref('stg_stripe__charges') }} as charges
-        on disputes.charge_id = charges.charge_id
+        tenant_id,
+        charge_local_date as local_date,
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
+    from {{ ref('int_disputes_joined_to_charges') }}
+    group by tenant_id, charge_local_date
 ),
 
 positions as (
     select
         keys.tenant_id,
         keys.local_date,
-        cast(coalesce(max(rows_behind.source_lsn), 0) as bigint) as max_lsn,
-        count(rows_behind.source_lsn) as lake_rows
+        cast(coalesce(max(rows_behind.max_lsn), 0) as bigint) as max_lsn,
+        cast(coalesce(sum(rows_behind.lake_rows), 0) as bigint) as lake_rows
     from keys
     left join rows_behind
         on
