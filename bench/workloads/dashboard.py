@@ -5,9 +5,14 @@ Seeds ``--rows`` over ``--tenants`` and ``--years``, builds the lake, the marts 
 and a published marts snapshot, picks the tenant with the most balance transactions, and then
 measures, for every dashboard view of that tenant over the view's default period:
 
-* process-start cold: the first request of each view right after a fresh dashboard start (new
-  app: empty result cache, the snapshot being opened and warmed meanwhile), :data:`COLD_STARTS`
-  starts;
+* process start, :data:`COLD_STARTS` times: a new dashboard process is spawned (the server
+  prepares the published snapshot before it accepts connections: tenant directory, source tags,
+  the marts loaded into memory, every tenant's default views computed). Measured: spawn to
+  ready (interpreter and imports included) and the server's own preparation; then, from this
+  process, the first request of each view for its default period (precomputed: what the page
+  asks for first) and then for a chosen period (the last :data:`CHOSEN_DAYS` days: never
+  precomputed, a genuine cache miss with its query and reconciliation summary); and the
+  process's memory (VmRSS, VmHWM) with the snapshot open;
 * new-snapshot cold: on a running, warm dashboard, :data:`NEW_SNAPSHOTS` times: a marts run that
   touched every tenant's last two days is published (the source tags of those days move, as a
   CDC tick's rebuild of yesterday and today leaves them; the marts are exported for real), and
@@ -27,14 +32,18 @@ measures, for every dashboard view of that tenant over the view's default period
 
 Latencies are wall time per request on loopback, client side (connect excluded: keep-alive);
 warm rounds and the load come from another process with a bare HTTP/1.1 client
-(:func:`_exchange`), the cold requests from httpx in the server's process.
+(:func:`_exchange`), as are the process-start requests (this process, the server another); the
+new-snapshot requests come from httpx in the server's process (they include httpx's CPU).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -320,13 +329,6 @@ def _dashboard(root: Path, dsn: str) -> Iterator[tuple[str, Starlette]]:
         yield url, app
 
 
-def _until_warm(app: Starlette) -> None:
-    """Until the dashboard has warmed the snapshot it opened at start (a dashboard in steady
-    use; measuring during the warm-up would measure its contention with the requests)."""
-    while "ready_seconds" not in app.state.snapshots.current().warmed:
-        time.sleep(0.05)
-
-
 def _path(tenant: int, report: str, period: tuple[date, date]) -> str:
     return f"/api/tenants/{tenant}/reports/{report}?start={period[0]}&end={period[1]}"
 
@@ -356,31 +358,105 @@ def _probe(root: Path, dsn: str, target_tenant: int) -> dict[str, tuple[date, da
     return periods
 
 
-def _measure_dashboard(
+def _measure_warm(
     root: Path, dsn: str, target: Target
-) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, dict[str, Any]]]:
-    """(cold latencies, warm latencies, one response body) per report."""
-    cold: dict[str, list[float]] = {name: [] for name in REPORTS}
+) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]], float]:
+    """(warm latencies, one response body) per report, and the server's CPU per request."""
     warm: dict[str, list[float]] = {name: [] for name in REPORTS}
     bodies: dict[str, dict[str, Any]] = {}
-    for start in range(COLD_STARTS):
-        with _dashboard(root, dsn) as (url, app), _client(url, target.tenant) as client:
-            for name in REPORTS:
-                elapsed, bodies[name] = _get(
-                    client, _path(target.tenant, name, target.periods[name])
-                )
-                cold[name].append(elapsed)
-            _until_warm(app)
-            if start < COLD_STARTS - 1:
-                continue
-            # From another process, as a browser is: not sharing the server's GIL.
-            paths = {_path(target.tenant, name, target.periods[name]): name for name in REPORTS}
-            token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench")
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                timed = pool.submit(run_rounds, url, token, list(paths), WARM_ROUNDS).result()
-            for path, latencies in timed.items():
-                warm[paths[path]] += latencies
-    return cold, warm, bodies
+    with _dashboard(root, dsn) as (url, _), _client(url, target.tenant) as client:
+        for name in REPORTS:
+            _, bodies[name] = _get(client, _path(target.tenant, name, target.periods[name]))
+        # From another process, as a browser is: not sharing the server's GIL.
+        paths = {_path(target.tenant, name, target.periods[name]): name for name in REPORTS}
+        token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench")
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            pool.submit(int).result()  # the worker started: its start-up is not the server's
+            # This process serves the dashboard (its main thread waits): its CPU is the server's.
+            cpu = time.process_time()
+            timed = pool.submit(run_rounds, url, token, list(paths), WARM_ROUNDS).result()
+            server_cpu = time.process_time() - cpu
+    for path, latencies in timed.items():
+        warm[paths[path]] += latencies
+    return warm, bodies, server_cpu / (WARM_ROUNDS * len(paths))
+
+
+def _until_ready(url: str, server: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """Poll the readiness endpoint (the socket opens only once the snapshot is prepared) until
+    it says ready; its body (what preparing the snapshot took)."""
+    while server.poll() is None:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.02)
+            continue
+        if response.status_code != 200:
+            raise RuntimeError(f"the dashboard started but is not ready: {response.text}")
+        prepared: dict[str, Any] = response.json()["prepared"]
+        return prepared
+    raise RuntimeError(f"the dashboard process ended with {server.returncode} before serving")
+
+
+def _memory(pid: int) -> dict[str, int]:
+    """The process's resident set now and at its peak, in bytes (Linux /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in status if ":" in line)
+    return {k: int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM")}
+
+
+@dataclass(frozen=True)
+class ProcessStarts:
+    """Per start: process start to ready, the server's preparation (its ``/readyz``), memory;
+    per report: first requests."""
+
+    ready: list[float]
+    prepared: list[dict[str, Any]]
+    default: dict[str, list[float]]
+    chosen: dict[str, list[float]]
+    memory: list[dict[str, int]]
+
+
+def _measure_process_starts(root: Path, dsn: str, target: Target) -> ProcessStarts:
+    default: dict[str, list[float]] = {name: [] for name in REPORTS}
+    chosen: dict[str, list[float]] = {name: [] for name in REPORTS}
+    ready: list[float] = []
+    prepared: list[dict[str, Any]] = []
+    memory: list[dict[str, int]] = []
+    paths = {_path(target.tenant, name, target.periods[name]): name for name in REPORTS}
+    thirty = {}
+    for name in REPORTS:
+        end = target.periods[name][1]
+        thirty[_path(target.tenant, name, (end - timedelta(days=CHOSEN_DAYS - 1), end))] = name
+    token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench")
+    for _ in range(COLD_STARTS):
+        port = find_free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "LEDGER_PG_DSN": dsn, "LEDGER_STATE_DIR": str(root.parent),
+               "LEDGER_DASHBOARD_SECRET": SECRET, "LEDGER_DASHBOARD_PORT": str(port)}  # fmt: skip
+        started = time.perf_counter()
+        # The dashboard's own entry point in a new interpreter: a real process start.
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ledger_assets.dashboard"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            prepared.append(_until_ready(url, server))
+            ready.append(time.perf_counter() - started)
+            # Default periods first (the page's first requests), then the never-computed ones.
+            timed = run_rounds(url, token, [*paths, *thirty], 1)
+            for path, name in paths.items():
+                default[name] += timed[path]
+            for path, name in thirty.items():
+                chosen[name] += timed[path]
+            memory.append(_memory(server.pid))
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    return ProcessStarts(ready, prepared, default, chosen, memory)
 
 
 @dataclass(frozen=True)
@@ -418,7 +494,6 @@ def _measure_new_snapshots(
     chosen: dict[str, list[float]] = {name: [] for name in REPORTS}
     lag: list[float] = []
     with _dashboard(root, dsn) as (url, app), _client(url, target.tenant) as client:
-        _until_warm(app)
         for name in REPORTS:  # a dashboard in use
             _get(client, _path(target.tenant, name, target.periods[name]))
         for _ in range(NEW_SNAPSHOTS):
@@ -608,8 +683,7 @@ def run_load(
 def _measure_load(root: Path, dsn: str, target: Target) -> dict[str, Any]:
     paths = [_path(target.tenant, name, target.periods[name]) for name in REPORTS]
     token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench-load")
-    with _dashboard(root, dsn) as (url, app), _client(url, target.tenant) as client:
-        _until_warm(app)
+    with _dashboard(root, dsn) as (url, _), _client(url, target.tenant) as client:
         for path in paths:  # warm, as a dashboard under steady use is
             _get(client, path)
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
@@ -654,8 +728,9 @@ def _target(dsn: str, root: Path) -> Target:
 
 
 def _figures(
-    cold: dict[str, list[float]],
+    starts: ProcessStarts,
     warm: dict[str, list[float]],
+    warm_cpu: float,
     pg: dict[str, list[float]],
     load: dict[str, Any],
     equal: int,
@@ -675,6 +750,7 @@ def _figures(
     figures = [
         Figure(f"warm p50, {n} views", _ms(flat(warm, every), 50), "ms", None, False),
         Figure(f"warm p95, {n} views", _ms(flat(warm, every), 95), "ms", None, False),
+        Figure("warm: server CPU per request", warm_cpu * 1000, "ms", None, False),
         Figure("new snapshot: served after (p95)", _ms(fresh.lag, 95), "ms", None, False),
         Figure("new snapshot: warm-up (last)", fresh.warmed.get("warm_seconds", 0) * 1000,
                "ms", None, False),
@@ -686,8 +762,24 @@ def _figures(
                _ms(flat(fresh.chosen, every), 50), "ms", None, False),
         Figure(f"new snapshot, {CHOSEN_DAYS} d: p95, {n} views",
                _ms(flat(fresh.chosen, every), 95), "ms", None, False),
-        Figure(f"process start: p50, {n} views", _ms(flat(cold, every), 50), "ms", None, False),
-        Figure(f"process start: p95, {n} views", _ms(flat(cold, every), 95), "ms", None, False),
+        Figure("process start: spawn to ready (p50)", _percentile(starts.ready, 50), "s",
+               None, False),
+        Figure("process start: snapshot prepared in (p50)",
+               _percentile([w["ready_seconds"] for w in starts.prepared], 50), "s", None, False),
+        Figure("process start: marts loaded in (p50)",
+               _percentile([w["open_seconds"] for w in starts.prepared], 50), "s", None, False),
+        Figure(f"process start, default: p50, {n} views", _ms(flat(starts.default, every), 50),
+               "ms", None, False),
+        Figure(f"process start, default: p95, {n} views", _ms(flat(starts.default, every), 95),
+               "ms", None, False),
+        Figure(f"process start, {CHOSEN_DAYS} d: p50, {n} views",
+               _ms(flat(starts.chosen, every), 50), "ms", None, False),
+        Figure(f"process start, {CHOSEN_DAYS} d: p95, {n} views",
+               _ms(flat(starts.chosen, every), 95), "ms", None, False),
+        Figure("dashboard RSS, snapshot open (max)",
+               max(m["VmRSS"] for m in starts.memory) / 2**20, "MiB", None, False),
+        Figure("dashboard peak RSS (max)",
+               max(m["VmHWM"] for m in starts.memory) / 2**20, "MiB", None, False),
         Figure(f"p50: warm vs Postgres ({m} reports)", _ms(flat(warm, shared), 50),
                "ms", _ms(pg_all, 50), False),
         Figure(f"p95: warm vs Postgres ({m} reports)", _ms(flat(warm, shared), 95),
@@ -696,8 +788,10 @@ def _figures(
                "ms", _ms(pg_all, 95), False),
         Figure(f"p95: new snap. {CHOSEN_DAYS} d vs Postgres ({m})",
                _ms(flat(fresh.chosen, shared), 95), "ms", _ms(pg_all, 95), False),
-        Figure(f"p95: process start vs Postgres ({m})", _ms(flat(cold, shared), 95),
+        Figure(f"p95: process start vs Postgres ({m})", _ms(flat(starts.default, shared), 95),
                "ms", _ms(pg_all, 95), False),
+        Figure(f"p95: proc. start {CHOSEN_DAYS} d vs Postgres ({m})",
+               _ms(flat(starts.chosen, shared), 95), "ms", _ms(pg_all, 95), False),
     ]  # fmt: skip
     for name in REPORTS:
         base = _ms(pg[name], 95) if name in pg else None
@@ -748,7 +842,8 @@ def dashboard(ctx: Context) -> list[Figure]:
                     "select count(*) from ledger.stripe_balance_transactions where tenant_id = %s",
                     (target.tenant,),
                 ).fetchone() or (0,)
-            cold, warm, bodies = _measure_dashboard(root, dsn, target)
+            starts = _measure_process_starts(root, dsn, target)
+            warm, bodies, warm_cpu = _measure_warm(root, dsn, target)
             equal = _compare(dsn, target, bodies)
             pg = _measure_postgres(dsn, target)
             load = _measure_load(root, dsn, target)
@@ -762,4 +857,4 @@ def dashboard(ctx: Context) -> list[Figure]:
         Figure(f"tenant {target.tenant}: balance transactions", tenant_rows, "rows"),
         Figure("lake + marts + snapshot build", built, "s", None, False),
     ]
-    return head + _figures(cold, warm, pg, load, equal, fresh)
+    return head + _figures(starts, warm, warm_cpu, pg, load, equal, fresh)

@@ -4,6 +4,8 @@ Endpoints (all under ``/api`` need ``Authorization: Bearer <token>``; see :mod:`
 
 * ``GET /`` — the page (no data in it; it reads the token from the URL fragment, keeps it in
   ``sessionStorage`` and calls the API).
+* ``GET /healthz`` — liveness; ``GET /readyz`` — readiness: 200 once a marts snapshot is served
+  (opened, loaded into memory, default views computed), else 503.
 * ``GET /api/version`` — the published marts snapshot (version, source LSN, time), with an
   ``ETag``: the page polls it every few seconds and reloads its views when it changes.
 * ``GET /api/me`` — who the token is and which tenants it may read.
@@ -29,8 +31,9 @@ verified token, the served snapshot and cached results are all in memory). Anyth
 query or file I/O raises :class:`WouldBlock`, and the request is run again in a worker thread,
 at most ``query_threads`` at a time. On a small machine a thread hop costs more than a cached
 answer, and dozens of threads contending with the loop for the GIL collapse throughput; the
-queries themselves use DuckDB's own threads. A new snapshot is opened and its default views
-computed by a watcher thread before it is served (see :class:`.snapshot.SnapshotSource`).
+queries themselves use DuckDB's own threads. The snapshot published at start is opened and its
+default views computed before the server accepts connections; each newer one by a watcher thread
+before it is served (see :class:`.snapshot.SnapshotSource`).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from ledger_assets.dashboard.auth import (
     tenant_scope,
 )
 from ledger_assets.dashboard.queries import (
+    MARTS,
     MAX_PERIOD_DAYS,
     REPORTS,
     MartReader,
@@ -190,7 +194,7 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
     def warm(snapshot: Snapshot) -> None:
         snapshot.warmed.update(reader.warm(snapshot, config.warm_seconds))
 
-    snapshots = SnapshotSource(config.export_root, loader, warm)
+    snapshots = SnapshotSource(config.export_root, loader, MARTS, warm)
     limiter = anyio.CapacityLimiter(config.query_threads)
     page = (
         (STATIC / "index.html")
@@ -207,7 +211,7 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
     ) -> tuple[Claims, Snapshot, Mapping[int, Tenant], TenantScope]:
         """Authenticate, resolve the snapshot, then THE scope decision (auth.tenant_scope)."""
         claims = authenticate(request)
-        snapshot = snapshots.current(reader.blocking)
+        snapshot = snapshots.current()
         tenants = snapshot.tenants
         scope = tenant_scope(claims, _requested_tenants(request, body), tenants.keys())
         return claims, snapshot, tenants, scope
@@ -247,7 +251,7 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
 
     def version(request: Request, reader: MartReader) -> Response:
         authenticate(request)
-        snapshot = snapshots.current(reader.blocking)
+        snapshot = snapshots.current()
         etag = f'"{snapshot.version}"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if request.headers.get("if-none-match") == etag:
@@ -480,6 +484,11 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # Prepare the published snapshot before the server accepts connections (uvicorn binds
+        # its socket once the lifespan has started), so no request pays for opening it: the
+        # first requests at process start find the marts in memory and the default views
+        # computed. With nothing published yet the server starts at once and is not ready.
+        await anyio.to_thread.run_sync(snapshots.poll)
         stop = threading.Event()
         watcher = threading.Thread(
             target=snapshots.watch, args=(config.watch_seconds, stop),
@@ -501,11 +510,20 @@ def build_dashboard(config: DashboardConfig) -> Starlette:
     async def health(_: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    async def ready(_: Request) -> Response:
+        # Readiness, not liveness: a snapshot is served (opened, loaded and warmed). What that
+        # took, for operators; no tenant data.
+        served = snapshots.served
+        if served is None:
+            return JSONResponse({"ready": False}, status_code=503)
+        return JSONResponse({"ready": True, "prepared": served.warmed})
+
     app = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/app.js", app_js, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
+            Route("/readyz", ready, methods=["GET"]),
             Route("/api/version", guarded(version), methods=["GET"]),
             Route("/api/me", guarded(me), methods=["GET"]),
             Route("/api/admin/overview", guarded(overview), methods=["GET"]),

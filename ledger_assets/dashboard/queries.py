@@ -189,6 +189,11 @@ REPORTS: dict[str, Report] = {
 }  # fmt: skip
 
 
+#: The marts a snapshot loads into memory: those the reports read (the administrators'
+#: overview reads the P&L's and the reconciliation's).
+MARTS: tuple[str, ...] = tuple(sorted({r.mart for r in REPORTS.values()}))
+
+
 @dataclass(frozen=True)
 class Period:
     start: date
