@@ -6,20 +6,26 @@ import base64
 import csv
 import io
 import json
+import shutil
 import time
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import jwt
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ledger_assets.dashboard.app import DashboardConfig, build_dashboard
 from ledger_assets.dashboard.auth import mint_token
 from ledger_assets.dashboard.queries import REPORTS, ResultCache
-from ledger_assets.dashboard.snapshot import WouldBlock
+from ledger_assets.dashboard.snapshot import SourceTags, WouldBlock
+from ledger_assets.lib.marts.export import POINTER, SNAPSHOTS
 from tests.dashboard.conftest import CHECKED_AT, SECRET, Dashboard
+from tests.http_server import serve
 
 
 def token(tenant: int | None, **kw: Any) -> str:
@@ -427,3 +433,86 @@ def test_a_new_snapshots_default_views_are_computed_before_it_is_served(
         assert dashboard.app.state.snapshots.current().warmed["reports_warmed"] == len(REPORTS)
     finally:
         dashboard.republish()
+
+
+# ------------------------------------------------------------------ process start
+
+
+def _started(dashboard: Dashboard, root: Path) -> DashboardConfig:
+    return DashboardConfig(export_root=root, secret=SECRET, watch_seconds=0.05,
+                           tenant_loader=lambda: dict(dashboard.tenants))  # fmt: skip
+
+
+def test_at_process_start_the_snapshot_is_prepared_before_the_server_accepts_connections(
+    dashboard: Dashboard,
+) -> None:
+    """A new dashboard process over a published snapshot: once its socket answers, it is ready
+    and its first requests (every view's default period, what the page asks for) run no query."""
+    app = build_dashboard(_started(dashboard, dashboard.root))
+    cache = app.state.reader.cache
+    with serve(app) as url:
+        ready = httpx.get(f"{url}/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["prepared"]["reports_warmed"] == len(REPORTS)
+        computed_at_start, misses_at_start = dict(cache.computed), cache.misses
+        a, auth = dashboard.a, {"Authorization": f"Bearer {token(dashboard.a)}"}
+        for name in REPORTS:
+            response = httpx.get(f"{url}/api/tenants/{a}/reports/{name}", headers=auth, timeout=30)
+            assert response.status_code == 200, (name, response.text)
+    # Only the rendered bodies were made on request; no result was computed.
+    assert {k: n for k, n in cache.computed.items() if k[0] != "body"} == {
+        k: n for k, n in computed_at_start.items() if k[0] != "body"
+    }
+    assert cache.misses == misses_at_start + len(REPORTS)
+
+
+def test_with_nothing_published_the_server_starts_unready_and_serves_the_first_snapshot(
+    dashboard: Dashboard, tmp_path: Path
+) -> None:
+    a, tok = dashboard.a, token(dashboard.a)
+    app = build_dashboard(_started(dashboard, tmp_path))
+    with serve(app) as url:
+        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 503
+        view = f"{url}/api/tenants/{a}/reports/pnl"
+        auth = {"Authorization": f"Bearer {tok}"}
+        assert_refused(httpx.get(view, headers=auth, timeout=30), 503)
+        # Publish: the snapshot folder first, then CURRENT, as the exporter does.
+        current = dashboard.snapshot_dir()
+        shutil.copytree(current, tmp_path / SNAPSHOTS / current.name)
+        shutil.copy(dashboard.root / POINTER, tmp_path / POINTER)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/readyz", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the published snapshot was never served"
+            time.sleep(0.05)
+        response = httpx.get(view, headers=auth, timeout=30)
+        assert response.status_code == 200
+        assert response.json()["meta"]["snapshot"] == current.name
+
+
+def test_source_tag_keys_digest_only_the_days_asked_for(tmp_path: Path) -> None:
+    day = date(2025, 3, 1)
+
+    def tags(name: str, rows: list[tuple[int, int, int]]) -> SourceTags:
+        table = pa.table({
+            "tenant_id": pa.array([t for t, _, _ in rows], pa.int32()),
+            "local_date": pa.array([day + timedelta(days=d) for _, d, _ in rows], pa.date32()),
+            "source_lsn": pa.array([lsn for _, _, lsn in rows], pa.int64()),
+        })  # fmt: skip
+        pq.write_table(table, tmp_path / name)
+        return SourceTags.read(tmp_path / name)
+
+    # Unsorted on disk; tenant 2's day 1 moved in the second snapshot.
+    old = tags("old.parquet", [(2, 1, 50), (1, 0, 10), (2, 0, 40), (1, 1, 20), (1, 2, 30)])
+    new = tags("new.parquet", [(2, 1, 51), (1, 0, 10), (2, 0, 40), (1, 1, 20), (1, 2, 30)])
+    d0, d1, d2 = (day + timedelta(days=i) for i in range(3))
+    assert old.key([1], None, None) == new.key([1], None, None)
+    assert old.key([2], d0, d0) == new.key([2], d0, d0)
+    assert old.key([2], d0, d1) != new.key([2], d0, d1)
+    assert old.key([2], None, d1) != new.key([2], None, d1)
+    assert old.key([1, 2], d0, d0) != old.key([1], d0, d0)
+    assert old.latest([1], d0, d1) == 20
+    assert old.latest([1, 2], None, None) == 50
+    assert new.latest([2], d1, d2) == 51
+    assert old.latest([1], d2 + timedelta(days=1), None) is None
+    assert old.latest([3], None, None) is None
+    assert old.key([3], None, None) == new.key([3], None, None)
