@@ -17,23 +17,24 @@ measures, for every dashboard view of that tenant over the view's default period
   touched every tenant's last two days is published (the source tags of those days move, as a
   CDC tick's rebuild of yesterday and today leaves them; the marts are exported for real), and
   once the dashboard serves it, the first request of each view for its default period (what the
-  page asks for) and for a chosen period (the last 30 days: never precomputed). Also the time
-  from the export's end to the dashboard serving the snapshot (opening and warming it);
-* warm: :data:`WARM_ROUNDS` rounds of every view on one running dashboard;
+  page asks for) and for a chosen period (the last 30 days: never precomputed), from another
+  process. Also the time from the export's end to the dashboard serving the snapshot (opening
+  and warming it);
+* warm: :data:`WARM_ROUNDS` rounds of every view on one running dashboard, and the server's
+  CPU time per request (the rest of a request's latency is loopback HTTP and the client);
 * Postgres: the same reports as plain SQL over ``ledger.*`` (the index on ``(tenant_id,
   created)`` bounds every scan by the period), :data:`WARM_ROUNDS` rounds on one open
   connection. Timed without HTTP or JSON, which flatters Postgres. The reconciliation view has
   no Postgres counterpart (it shows check results) and is left out of the comparison. Before
   timing, each report's per-currency totals from Postgres are compared with the dashboard's;
   a difference is printed and counted in "reports equal to Postgres";
-* throughput: :data:`CLIENTS` concurrent clients (asyncio + httpx, one keep-alive connection
-  each, in a separate process so the load generator does not share the server's GIL) cycle
-  through the views for :data:`LOAD_SECONDS` s: requests/s and p95.
+* throughput: :data:`CLIENTS` concurrent clients (asyncio, one keep-alive connection each, in
+  a separate process so the load generator does not share the server's GIL) cycle through the
+  views for :data:`LOAD_SECONDS` s: requests/s and p95.
 
 Latencies are wall time per request on loopback, client side (connect excluded: keep-alive);
 warm rounds and the load come from another process with a bare HTTP/1.1 client
-(:func:`_exchange`), as are the process-start requests (this process, the server another); the
-new-snapshot requests come from httpx in the server's process (they include httpx's CPU).
+(:func:`_exchange`), as are the process-start and new-snapshot requests.
 """
 
 from __future__ import annotations
@@ -333,6 +334,21 @@ def _path(tenant: int, report: str, period: tuple[date, date]) -> str:
     return f"/api/tenants/{tenant}/reports/{report}?start={period[0]}&end={period[1]}"
 
 
+def _default_paths(target: Target) -> dict[str, str]:
+    """Each view's path for its default period (what the page asks for) -> the view."""
+    return {_path(target.tenant, name, target.periods[name]): name for name in REPORTS}
+
+
+def _chosen_paths(target: Target) -> dict[str, str]:
+    """Each view's path for the last :data:`CHOSEN_DAYS` days of its default period (a period the
+    dashboard never precomputes) -> the view."""
+    paths = {}
+    for name in REPORTS:
+        end = target.periods[name][1]
+        paths[_path(target.tenant, name, (end - timedelta(days=CHOSEN_DAYS - 1), end))] = name
+    return paths
+
+
 def _get(client: httpx.Client, path: str) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     response = client.get(path)
@@ -368,7 +384,7 @@ def _measure_warm(
         for name in REPORTS:
             _, bodies[name] = _get(client, _path(target.tenant, name, target.periods[name]))
         # From another process, as a browser is: not sharing the server's GIL.
-        paths = {_path(target.tenant, name, target.periods[name]): name for name in REPORTS}
+        paths = _default_paths(target)
         token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench")
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
             pool.submit(int).result()  # the worker started: its start-up is not the server's
@@ -422,11 +438,7 @@ def _measure_process_starts(root: Path, dsn: str, target: Target) -> ProcessStar
     ready: list[float] = []
     prepared: list[dict[str, Any]] = []
     memory: list[dict[str, int]] = []
-    paths = {_path(target.tenant, name, target.periods[name]): name for name in REPORTS}
-    thirty = {}
-    for name in REPORTS:
-        end = target.periods[name][1]
-        thirty[_path(target.tenant, name, (end - timedelta(days=CHOSEN_DAYS - 1), end))] = name
+    paths, thirty = _default_paths(target), _chosen_paths(target)
     token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench")
     for _ in range(COLD_STARTS):
         port = find_free_port()
@@ -493,9 +505,14 @@ def _measure_new_snapshots(
     default: dict[str, list[float]] = {name: [] for name in REPORTS}
     chosen: dict[str, list[float]] = {name: [] for name in REPORTS}
     lag: list[float] = []
-    with _dashboard(root, dsn) as (url, app), _client(url, target.tenant) as client:
-        for name in REPORTS:  # a dashboard in use
-            _get(client, _path(target.tenant, name, target.periods[name]))
+    paths, thirty = _default_paths(target), _chosen_paths(target)
+    token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench")
+    with (
+        _dashboard(root, dsn) as (url, app),
+        _client(url, target.tenant) as client,
+        ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool,
+    ):
+        pool.submit(run_rounds, url, token, list(paths), 1).result()  # a dashboard in use
         for _ in range(NEW_SNAPSHOTS):
             stamp = _publish_touching(database, root, target.data_end - timedelta(days=1),
                                       source_lsn)  # fmt: skip
@@ -503,14 +520,13 @@ def _measure_new_snapshots(
             while client.get("/api/version").json()["version"] != stamp:
                 time.sleep(0.01)
             lag.append(time.perf_counter() - published)
-            for name in REPORTS:
-                elapsed, _ = _get(client, _path(target.tenant, name, target.periods[name]))
-                default[name].append(elapsed)
-            for name in REPORTS:
-                end = target.periods[name][1]
-                period = (end - timedelta(days=CHOSEN_DAYS - 1), end)
-                elapsed, _ = _get(client, _path(target.tenant, name, period))
-                chosen[name].append(elapsed)
+            # From another process with the bare client, as the warm rounds (httpx in this
+            # process would share the server's GIL and add its own CPU).
+            timed = pool.submit(run_rounds, url, token, [*paths, *thirty], 1).result()
+            for path, name in paths.items():
+                default[name] += timed[path]
+            for path, name in thirty.items():
+                chosen[name] += timed[path]
         warmed = dict(app.state.snapshots.current().warmed)
     return NewSnapshots(default, chosen, lag, warmed)
 
@@ -681,7 +697,7 @@ def run_load(
 
 
 def _measure_load(root: Path, dsn: str, target: Target) -> dict[str, Any]:
-    paths = [_path(target.tenant, name, target.periods[name]) for name in REPORTS]
+    paths = list(_default_paths(target))
     token = mint_token(SECRET, tenant_id=target.tenant, ttl_seconds=3600, subject="bench-load")
     with _dashboard(root, dsn) as (url, _), _client(url, target.tenant) as client:
         for path in paths:  # warm, as a dashboard under steady use is
