@@ -269,7 +269,7 @@ select p.local_date, p.id as payout_id, p.currency, p.arrival_local_date, p.amou
 from p left join swept on swept.payout = p.id
 order by p.local_date, p.id"""),
     "bank_cash_flow": sql.SQL("""
-with tx as (
+with {spine}, tx as (
     select t.date as local_date, t.account_id, a.name as account_name,
            coalesce(t.category_primary, 'UNCATEGORIZED') as category, t.currency, t.pending,
            case when t.amount_minor < 0 then -t.amount_minor else 0 end as inflow,
@@ -287,11 +287,23 @@ with tx as (
            coalesce(sum(outflow) filter (where pending), 0) as pending_outflow,
            count(*) filter (where pending) as pending_count
     from tx group by local_date, account_id, category
+), quiet as (
+    -- The mart's explicit zero row: an account with no transaction on a spine day.
+    select s.local_date, a.account_id, a.name as account_name, 'NO_TRANSACTIONS' as category,
+           a.currency, 0 as posted_inflow, 0 as posted_outflow, 0 as posted_count,
+           0 as pending_inflow, 0 as pending_outflow, 0 as pending_count
+    from spine s
+    join ledger.plaid_accounts a on a.tenant_id = %(tenant)s
+    where not exists (
+        select from flows f where f.account_id = a.account_id and f.local_date = s.local_date
+    )
+), rows as (
+    select * from flows union all select * from quiet
 )
 select local_date, account_name, category, currency, posted_inflow, posted_outflow,
        posted_inflow - posted_outflow as posted_net, posted_count, pending_inflow,
        pending_outflow, pending_count
-from flows order by local_date, account_name, category, account_id"""),
+from rows order by local_date, account_name, category, account_id""").format(spine=_SPINE),
 }
 
 
@@ -546,7 +558,7 @@ def _pg_params(target: Target, report: str) -> dict[str, Any]:
         lo = first
         hi = (end.replace(day=28) + timedelta(days=4)).replace(day=1)
         spine_start, spine_end = first, min(hi - timedelta(days=1), target.data_end)
-    elif report == "balance":
+    elif report in ("balance", "bank_cash_flow"):
         spine_end = min(end, target.data_end)
     return {
         "tenant": target.tenant, "tz": target.time_zone, "start": start, "end": end,
