@@ -1,5 +1,6 @@
 """Resources shared by every domain, configured only through environment variables."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from plaid.api import plaid_api
 from ledger_assets.lib.cdc import CaptureConfig
 from ledger_assets.lib.ingest import plaid_sync, stripe_pull
 from ledger_assets.lib.lake.layout import LakeLayout
+from ledger_assets.lib.lake.storage import S3_SCHEME
 
 
 class PostgresResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -50,7 +52,13 @@ class PlaidResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The Parquet lake (a local folder) and the CDC slot and publication that feed it."""
+    """The Parquet lake and the CDC slot and publication that feed it.
+
+    ``root`` is a local folder or ``s3://bucket/prefix`` (S3 settings: the standard AWS
+    variables, see ``lib/lake/storage.py``). An S3 lake's writer locks and change log stay on
+    this host, under ``$LEDGER_STATE_DIR/lake-local`` (read when a run asks, like the other
+    optional settings: ARCHITECTURE.md §11).
+    """
 
     root: str
     slot_name: str = "ledger_lake"
@@ -58,11 +66,14 @@ class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @property
     def layout(self) -> LakeLayout:
+        if self.root.startswith(S3_SCHEME):
+            state_dir = Path(os.environ.get("LEDGER_STATE_DIR") or ".state").resolve()
+            return LakeLayout(self.root, local_dir=state_dir / "lake-local")
         return LakeLayout(Path(self.root).resolve())
 
     @property
     def changelog_dir(self) -> Path:
-        return self.layout.root / "_changelog"
+        return self.layout.changelog_dir
 
     def capture_config(self, dsn: str) -> CaptureConfig:
         return CaptureConfig(

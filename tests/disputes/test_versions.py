@@ -75,7 +75,6 @@ def layout(tmp_path: Path) -> LakeLayout:
     layout = LakeLayout(tmp_path / "lake")
     # A seeded base file for the old day (two tenants), as the snapshot writes it.
     base = layout.base_file(TABLE.name, OLD_DAY)
-    base.parent.mkdir(parents=True)
     other = rows(OLD_DAY, ("ch_x", 7, 0)).set_column(1, "tenant_id", pa.array([2], pa.int32()))
     seeded = pa.concat_tables([rows(OLD_DAY, ("ch_a", 100, 0), ("ch_b", 200, 0)), other])
     base.write_bytes(parquet_bytes(seeded.cast(TABLE.schema)))

@@ -5,13 +5,16 @@ from pathlib import Path
 
 from ledger_assets.lib.lake.drift import Drift, FileWatch, drift_between, lake_file_stats
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.storage import LakePath
 
 DAY = date(2025, 3, 9)
 
 
-def put(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def put(path: LakePath, data: bytes) -> None:
+    """Write ``data`` in place (not through the store's atomic replace)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
 
 
 def test_changed_added_and_deleted_files_name_their_partitions(tmp_path: Path) -> None:
@@ -47,8 +50,8 @@ def test_a_same_size_rewrite_through_rename_is_seen(tmp_path: Path) -> None:
     base = layout.base_file("stripe_charges", DAY)
     put(base, b"abcd")
     before = lake_file_stats(layout, ["stripe_charges"])
-    replacement = base.with_name("tmp")
-    put(replacement, b"abce")
+    replacement = Path(base).with_name("tmp")
+    replacement.write_bytes(b"abce")
     replacement.replace(base)
     drift = drift_between(before, lake_file_stats(layout, ["stripe_charges"]))
     assert drift.days == frozenset({("stripe_charges", DAY)})

@@ -78,7 +78,7 @@ def test_days_are_the_applys_icu_days_and_each_day_is_one_sorted_file(
     assert report.rows == 6 * 300
     files = layout.base_files("stripe_charges")
     assert report.days == len(files) > 10
-    assert all(sorted(p.name for p in f.parent.iterdir()) == ["data.parquet"] for f in files)
+    assert all(sorted(p.name for p in Path(f).parent.iterdir()) == ["data.parquet"] for f in files)
     assert not list(layout.root.glob(".*"))  # staging and spill folders are gone
     con = duckdb.connect()
     con.execute("set TimeZone = 'UTC'")

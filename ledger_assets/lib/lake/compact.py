@@ -8,7 +8,9 @@ window (days still receiving changes would be re-overlaid at once) and never on 
 path of a late dispute.
 
 Every writer of a table's files (apply, compaction, repair) holds the table's lock, so an
-overlay written during a compaction cannot be lost.
+overlay written during a compaction cannot be lost. The locks are files on the writer host's disk
+(``LakeLayout.lock_file``), also for a lake on S3: one host writes the lake (Dagster's
+``lake_writer`` pool has a limit of 1), and S3 has no lock primitive.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from datetime import date
 import duckdb
 import pyarrow as pa
 
-from ledger_assets.lib.cdc.changelog import atomic_write_bytes
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
 from ledger_assets.lib.lake.reader import sql_list
 from ledger_assets.lib.lake.schema import LakeTable
@@ -33,9 +34,9 @@ from ledger_assets.lib.lake.store import parquet_bytes
 @contextmanager
 def table_lock(layout: LakeLayout, table: str) -> Iterator[None]:
     """Exclusive writer lock on one lake table (an advisory file lock; blocks until free)."""
-    folder = layout.table_dir(table)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    lock = layout.lock_file(table)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -71,31 +72,32 @@ def _compact_day(layout: LakeLayout, lake_table: LakeTable, day: date, tenants: 
     overlays = [layout.overlay_file(PartitionKey(lake_table.name, t, day)) for t in tenants]
     con = duckdb.connect()
     try:
+        layout.path.configure_duckdb(con)
         con.register("empty", lake_table.schema.empty_table())
         con.register("overlaid", pa.table({"tenant_id": pa.array(tenants, pa.int32())}))
         kept = (
-            f"select * from read_parquet({sql_list([str(base)])}) "  # noqa: S608 - escaped path
+            f"select * from read_parquet({sql_list([base.uri])}) "  # noqa: S608 - escaped path
             "where tenant_id not in (select tenant_id from overlaid)"
             if base.exists()
             else "select * from empty"
         )
         merged = con.execute(
             f"select * from ({kept}) union all by name "  # noqa: S608 - escaped paths
-            f"select * from read_parquet({sql_list([str(p) for p in overlays])}) "
+            f"select * from read_parquet({sql_list([p.uri for p in overlays])}) "
             f"order by tenant_id, {lake_table.spec.primary_key}"
         ).to_arrow_table()
     finally:
         con.close()
     table = merged.select(lake_table.schema.names).cast(lake_table.schema)
-    base.parent.mkdir(parents=True, exist_ok=True)
     # The new base holds every overlay's rows before any overlay goes away, so a reader sees
     # each partition's rows at every instant (overlay first, then the base).
     # The new base's mtime is the oldest of the files it replaces: partition versions treat
     # content as "possibly in a report" when it is older than the newest report's read time
     # (versions.keep_version), and folding it into a new file must not make it look newer.
+    # (S3 cannot back-date an object: see ARCHITECTURE.md §6 "Storage".)
     since = min(p.stat().st_mtime_ns for p in [*overlays, *([base] if base.exists() else [])])
-    atomic_write_bytes(base, parquet_bytes(table))
-    os.utime(base, ns=(since, since))
+    base.write_bytes(parquet_bytes(table))
+    base.backdate(since)
     for path in overlays:
         path.unlink()
     return int(table.num_rows)

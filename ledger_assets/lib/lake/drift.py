@@ -2,8 +2,9 @@
 
 CDC tells reconciliation which partitions it rewrote, but not what else touched the files: an
 edited, truncated, duplicated or deleted Parquet file changes no change-log entry. Stat-ing every
-file is cheap (a few thousand base files and the hot window's overlays), so each cycle compares
-``(size, mtime_ns, inode)`` of every lake file with the previous cycle's and checks the
+file is cheap (a few thousand base files and the hot window's overlays; on S3 the same listing
+that finds them), so each cycle compares ``(size, mtime_ns, inode)`` of every lake file (on S3
+``(size, LastModified, 0)``, see ``storage.py``) with the previous cycle's and checks the
 partitions behind any difference. An overlay names one (tenant, day); a base file holds every
 tenant of its day, so a changed or deleted base file puts its whole day in scope.
 
@@ -14,17 +15,16 @@ then checked once more, which is the point: the check does not trust any writer.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from ledger_assets.lib.cdc.changelog import atomic_write_bytes
-from ledger_assets.lib.lake.layout import LakeLayout
+from ledger_assets.lib.lake.layout import DATA_FILE, LakeLayout
+from ledger_assets.lib.lake.storage import FileStat
 
-#: (size, mtime_ns, inode): any write through the store (a temporary file renamed into place)
-#: changes the inode; an in-place edit changes size or mtime.
-FileStat = tuple[int, int, int]
+#: (size, mtime_ns, inode): any local write through the store (a temporary file renamed into
+#: place) changes the inode; an in-place edit changes size or mtime. S3: inode 0.
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,11 @@ def lake_file_stats(layout: LakeLayout, tables: list[str]) -> dict[str, FileStat
     """Every base and overlay file of ``tables``, by path relative to the lake root."""
     stats: dict[str, FileStat] = {}
     for table in tables:
-        for path in [*layout.base_files(table), *layout.overlay_files(table)]:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:  # replaced or compacted away while listing
-                continue
-            stats[str(path.relative_to(layout.root))] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        folder = layout.table_dir(table)
+        listed = [*(folder / "base").file_stats(f"*/{DATA_FILE}"),
+                  *(folder / "overlay").file_stats(f"*/*/{DATA_FILE}")]  # fmt: skip
+        for path, stat in listed:
+            stats[path.relative_to(layout.path)] = stat
     return stats
 
 
@@ -82,7 +81,7 @@ class FileWatch:
         if not self.path.exists():
             return None
         raw = json.loads(self.path.read_text())
-        return {rel: (int(s[0]), int(s[1]), int(s[2])) for rel, s in raw.items()}
+        return {rel: FileStat(int(s[0]), int(s[1]), int(s[2])) for rel, s in raw.items()}
 
     def save(self, stats: dict[str, FileStat]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

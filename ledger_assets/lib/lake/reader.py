@@ -45,15 +45,16 @@ def create_lake_view(
     that needs a few days neither lists every base folder nor opens every file.
     """
     view = name or lake_table.name
+    layout.path.configure_duckdb(con)
     keys = layout.overlay_keys(lake_table.name)
     if days is None:
-        bases = [str(p) for p in layout.base_files(lake_table.name)]
+        bases = [p.uri for p in layout.base_files(lake_table.name)]
     else:
         wanted = set(days)
         keys = [k for k in keys if k.local_date in wanted]
         candidates = (layout.base_file(lake_table.name, d) for d in sorted(wanted))
-        bases = [str(p) for p in candidates if p.exists()]
-    overlays = [str(layout.overlay_file(k)) for k in keys]
+        bases = [p.uri for p in candidates if p.exists()]
+    overlays = [layout.overlay_file(k).uri for k in keys]
     empty = f"__empty_{view}"
     con.register(empty, lake_table.schema.empty_table())
     hidden = f"__overlaid_{view}"

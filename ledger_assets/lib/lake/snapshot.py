@@ -13,6 +13,13 @@ per-row ``timezone(<zone column>, ts)`` re-resolved an ICU zone for every row. H
 a bound constant of its own ``CASE`` branch: still ICU, so a snapshot row gets exactly the day
 that the CDC apply (``apply._local_date_sql``) computes for the same row.
 
+Replacing a table: the day files are written in place under their fixed names (each one
+atomically), then every other file of the table (days that no longer exist, overlays, versions)
+is deleted. An S3 prefix cannot be renamed, so this is how a snapshot replaces a table on both
+kinds of storage; what commits it is ``lake.json``: ``sync.seed_lake`` marks a seeded lake as
+seeding before the first table is touched and records the new seeding position after the last,
+and nothing reads a seeding lake as consistent (reconciliation skips it, the marts refuse it).
+
 Consistency with CDC: the capture slot must exist before the snapshot starts. Every change
 committed after the snapshot's view is then in the slot, and every change before it is in the
 snapshot; re-applying changes that the snapshot already holds converges to the same rows
@@ -22,17 +29,14 @@ has passed ``consistent_lsn`` (the WAL position read after the snapshot finished
 
 from __future__ import annotations
 
-import glob
 import itertools
-import os
-import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
 import duckdb
 import duckdb_extension_postgres_scanner
@@ -43,6 +47,7 @@ import pyarrow.compute as pc
 
 from ledger_assets.lib.lake.layout import LakeLayout
 from ledger_assets.lib.lake.schema import LOCAL_DATE, ROW_LSN, LakeTable
+from ledger_assets.lib.lake.storage import wheel_extension
 from ledger_assets.lib.lake.store import parquet_bytes
 from ledger_assets.lib.sor.catalog import SCHEMA
 
@@ -63,12 +68,10 @@ def postgres_scanner(dsn: str) -> duckdb.DuckDBPyConnection:
     The extension is loaded from its PyPI wheel (no run-time download), and the connection
     details go through a secret built from bound parameters, never through SQL text.
     """
-    folder = Path(duckdb_extension_postgres_scanner.__file__).parent / "extensions"
-    extension = glob.glob(str(folder / "*" / "postgres_scanner.duckdb_extension"))
-    if not extension:
-        raise FileNotFoundError(f"postgres_scanner extension not found under {folder}")
     con = duckdb.connect()
-    con.install_extension(extension[0])
+    con.install_extension(
+        wheel_extension(duckdb_extension_postgres_scanner.__file__, "postgres_scanner")
+    )
     con.load_extension("postgres_scanner")
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     con.execute(
@@ -151,11 +154,13 @@ def _day_runs(batch: pa.RecordBatch) -> list[tuple[date, int, int]]:
 class _DayWriter:
     """Writes each day's batches as that day's ``data.parquet``, a few days at a time."""
 
-    def __init__(self, layout: LakeLayout, table: str, lake_table: LakeTable) -> None:
-        self._layout, self._table, self._schema = layout, table, lake_table.schema
+    def __init__(self, layout: LakeLayout, lake_table: LakeTable) -> None:
+        self._layout, self._table, self._schema = layout, lake_table.name, lake_table.schema
         self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="snapshot-write")
         self._pending: deque[Future[None]] = deque()
         self.days = 0
+        #: The files written (their filesystem paths).
+        self.written: set[str] = set()
 
     def write(self, day: date, batches: list[pa.RecordBatch]) -> None:
         # Bound the days held in memory: wait for the oldest write before queueing more.
@@ -166,9 +171,10 @@ class _DayWriter:
 
     def _write(self, day: date, batches: list[pa.RecordBatch]) -> None:
         path = self._layout.base_file(self._table, day)
-        path.parent.mkdir(parents=True)
         table = pa.Table.from_batches(batches).cast(self._schema)
-        path.write_bytes(parquet_bytes(table))
+        # Not fsynced one by one: the seed is committed by lake.json, written durably after.
+        path.write_bytes(parquet_bytes(table), durable=False)
+        self.written.add(path.path)
 
     def close(self) -> None:
         """Wait for every write; re-raises the first failure."""
@@ -212,18 +218,16 @@ def snapshot_table(
 ) -> SnapshotReport:
     """Replace every file of ``lake_table`` with a fresh snapshot of its Postgres rows."""
     started = time.monotonic()
-    target = layout.table_dir(lake_table.name)
-    staging = target.with_name(f".{target.name}.snapshot")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "base").mkdir(parents=True)
     spec = lake_table.spec
     day, params = _local_date(lake_table, zones)
+    layout.local.mkdir(parents=True, exist_ok=True)
+    # The ORDER BY may spill: on this host's disk (for a local lake, next to its files).
+    spill = tempfile.TemporaryDirectory(prefix=f".{lake_table.name}.spill-", dir=layout.local)
     con = postgres_scanner(dsn)
-    writer = _DayWriter(LakeLayout(staging.parent), staging.name, lake_table)
+    writer = _DayWriter(layout, lake_table)
     try:
         con.register("zones", _zone_codes(zones))
-        # The ORDER BY may spill: keep its temporary files next to the files it becomes.
-        con.execute("set temp_directory = ?", [str(staging / "spill")])
+        con.execute("set temp_directory = ?", [spill.name])
         reader = con.execute(
             f"select {_select_columns(lake_table)}, {day} as {LOCAL_DATE}, "  # noqa: S608
             f"0::bigint as {ROW_LSN} from pg.{SCHEMA}.{spec.name} t "
@@ -236,20 +240,15 @@ def snapshot_table(
     finally:
         writer.close()
         con.close()
-    shutil.rmtree(staging / "spill", ignore_errors=True)
+        spill.cleanup()
     with psycopg.connect(dsn) as conn:
         lsn_row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
     assert lsn_row is not None
-    # Swap the table's folder: overlays of the old lake must not outlive the new base.
-    if target.exists():
-        retired = target.with_name(f".{target.name}.retired")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, target)
+    # Overlays, versions and days of the old table must not outlive the new base files.
+    keep = writer.written | {str(layout.lock_file(lake_table.name))}
+    for path in layout.table_dir(lake_table.name).files():
+        if path.path not in keep:
+            path.unlink()
     return SnapshotReport(
         lake_table.name, rows, writer.days, time.monotonic() - started, str(lsn_row[0])
     )

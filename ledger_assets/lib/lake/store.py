@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ledger_assets.lib.cdc.changelog import atomic_write_bytes
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
 from ledger_assets.lib.lake.schema import LOCAL_DATE, ROW_LSN, LakeTable
 from ledger_assets.lib.lake.versions import keep_version
@@ -85,8 +84,7 @@ def write_partition(
     if hashlib.sha256(previous).hexdigest() == digest:
         return PartitionWrite(key, ordered.num_rows, digest, changed=False, lsns=lsns)
     keep_version(layout, key, previous, since_ns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
+    path.write_bytes(data)
     return PartitionWrite(key, ordered.num_rows, digest, changed=True, lsns=lsns)
 
 
@@ -123,11 +121,16 @@ def read_partitions(
             from_base.setdefault(key.local_date, []).append(key.tenant_id)
     parts: list[pa.Table] = []
     if overlays:
-        parts.append(pq.read_table([str(p) for p in overlays], schema=lake_table.schema))
+        parts.append(
+            pq.read_table(
+                [p.path for p in overlays], schema=lake_table.schema, filesystem=layout.path.fs
+            )
+        )
     if from_base:
         con = duckdb.connect()
+        layout.path.configure_duckdb(con)
         for day, tenants in from_base.items():
-            base = str(layout.base_file(lake_table.name, day))
+            base = layout.base_file(lake_table.name, day).uri
             # Row-group statistics on tenant_id let DuckDB skip other tenants' row groups.
             part = con.execute(
                 "select * from read_parquet(?) where tenant_id = any(?)", [base, tenants]

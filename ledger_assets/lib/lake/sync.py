@@ -1,6 +1,6 @@
 """Keep the lake equal to Postgres: seed it from a snapshot, then apply landed change-log batches.
 
-State lives in ``<lake>/_state/lake.json``:
+State lives in ``<lake>/_state/lake.json`` (with the lake: on S3 for an S3 lake):
 
 * ``applied_end`` — the change log is applied up to this LSN (the lake's replication watermark);
 * ``seeded_lsn`` — a WAL position read after the seeding snapshot finished. Until the watermark
@@ -26,13 +26,14 @@ import psycopg
 import pyarrow as pa
 
 from ledger_assets.lib.cdc.capture import CaptureConfig, ChangeCapture
-from ledger_assets.lib.cdc.changelog import atomic_write_bytes, list_batches, read_changes
+from ledger_assets.lib.cdc.changelog import list_batches, read_changes
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.lake.apply import apply_changes
 from ledger_assets.lib.lake.compact import table_lock
 from ledger_assets.lib.lake.layout import LakeLayout
 from ledger_assets.lib.lake.schema import LakeTable, load_lake_table
 from ledger_assets.lib.lake.snapshot import SnapshotReport, snapshot_table
+from ledger_assets.lib.lake.storage import LakePath
 from ledger_assets.lib.lake.store import PartitionWrite
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 
@@ -51,8 +52,8 @@ class LakeState:
         )
 
 
-def _state_path(layout: LakeLayout) -> Path:
-    return layout.root / "_state" / "lake.json"
+def _state_path(layout: LakeLayout) -> LakePath:
+    return layout.path / "_state" / "lake.json"
 
 
 def read_lake_state(layout: LakeLayout) -> LakeState:
@@ -68,13 +69,11 @@ def read_lake_state(layout: LakeLayout) -> LakeState:
 
 
 def write_lake_state(layout: LakeLayout, state: LakeState) -> None:
-    path = _state_path(layout)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "applied_end": None if state.applied_end is None else str(state.applied_end),
         "seeded_lsn": None if state.seeded_lsn is None else str(state.seeded_lsn),
     }
-    atomic_write_bytes(path, json.dumps(payload, sort_keys=True).encode())
+    _state_path(layout).write_bytes(json.dumps(payload, sort_keys=True).encode())
 
 
 def tenant_zones(conn: psycopg.Connection[tuple[object, ...]]) -> dict[int, str]:
@@ -97,6 +96,11 @@ def seed_lake(dsn: str, layout: LakeLayout, slot_start: Lsn) -> list[SnapshotRep
     with psycopg.connect(dsn) as conn:
         zones = tenant_zones(conn)
         tables = lake_tables(conn)
+    previous = read_lake_state(layout)
+    if previous.applied_end is not None:
+        # Snapshots replace the tables' files in place (see snapshot.py): until every table is
+        # done the lake is a mix of old and new files, so it counts as seeding from now on.
+        write_lake_state(layout, LakeState(previous.applied_end, seeded_lsn=None))
     reports = []
     for lake_table in tables.values():
         with table_lock(layout, lake_table.name):

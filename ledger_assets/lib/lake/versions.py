@@ -29,20 +29,17 @@ for a tenant-day), see ARCHITECTURE.md §7 for the measured figures.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from ledger_assets.lib.cdc.changelog import atomic_write_bytes
 from ledger_assets.lib.cdc.lsn import Lsn
-from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey, overlay_key
 from ledger_assets.lib.lake.reader import READ_OPTIONS, create_lake_view, sql_list
 from ledger_assets.lib.lake.schema import LakeTable
+from ledger_assets.lib.lake.storage import LakePath
 
 VERSIONS_DIR = "_versions"
 #: How long a replaced partition's content is kept: a month of reports stays reproducible
@@ -56,11 +53,11 @@ class VersionExpiredError(LookupError):
     """The requested position is older than the versions still kept (retention)."""
 
 
-def versions_dir(layout: LakeLayout, table: str) -> Path:
+def versions_dir(layout: LakeLayout, table: str) -> LakePath:
     return layout.table_dir(table) / VERSIONS_DIR
 
 
-def version_file(layout: LakeLayout, key: PartitionKey, watermark: Lsn) -> Path:
+def version_file(layout: LakeLayout, key: PartitionKey, watermark: Lsn) -> LakePath:
     return (
         versions_dir(layout, key.table) / f"tenant_id={key.tenant_id}"
         / f"local_date={key.local_date.isoformat()}" / f"{watermark.hex16}.parquet"
@@ -77,20 +74,18 @@ def mark_published(layout: LakeLayout, read_by_ns: int) -> None:
     current = published_by_ns(layout)
     if current is not None and current >= read_by_ns:
         return
-    path = layout.root / "_state" / _PUBLISHED
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, str(read_by_ns).encode())
+    (layout.path / "_state" / _PUBLISHED).write_bytes(str(read_by_ns).encode())
 
 
 def published_by_ns(layout: LakeLayout) -> int | None:
     """The read time of the newest published report (None: nothing published yet)."""
-    path = layout.root / "_state" / _PUBLISHED
+    path = layout.path / "_state" / _PUBLISHED
     return int(path.read_text()) if path.exists() else None
 
 
 def keep_version(
     layout: LakeLayout, key: PartitionKey, previous: bytes, previous_since_ns: int
-) -> Path | None:
+) -> LakePath | None:
     """Keep ``previous`` (a partition's file bytes) as the version superseded now, if a
     published report can have read it.
 
@@ -112,8 +107,7 @@ def keep_version(
     path = version_file(layout, key, state.applied_end)
     if path.exists():
         return path  # an earlier write at this watermark kept what readers at W saw
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, previous)
+    path.write_bytes(previous)
     return path
 
 
@@ -121,18 +115,15 @@ def keep_version(
 class StoredVersion:
     key: PartitionKey
     watermark: Lsn
-    path: Path
+    path: LakePath
 
 
 def stored_versions(layout: LakeLayout, table: str) -> list[StoredVersion]:
     """Every version of ``table``, by partition and then watermark (ascending)."""
-    found = []
-    for path in versions_dir(layout, table).glob("tenant_id=*/local_date=*/*.parquet"):
-        tenant = int(path.parent.parent.name.removeprefix("tenant_id="))
-        day = date.fromisoformat(path.parent.name.removeprefix("local_date="))
-        found.append(
-            StoredVersion(PartitionKey(table, tenant, day), Lsn.from_hex16(path.stem), path)
-        )
+    found = [
+        StoredVersion(overlay_key(table, path), Lsn.from_hex16(path.stem), path)
+        for path in versions_dir(layout, table).files("tenant_id=*/local_date=*/*.parquet")
+    ]
     return sorted(found, key=lambda v: (v.key, v.watermark))
 
 
@@ -142,7 +133,9 @@ def pruned_through(layout: LakeLayout, table: str) -> Lsn | None:
     return Lsn.from_hex16(marker.read_text().strip()) if marker.exists() else None
 
 
-def versions_as_of(layout: LakeLayout, table: str, watermark: Lsn) -> dict[PartitionKey, Path]:
+def versions_as_of(
+    layout: LakeLayout, table: str, watermark: Lsn
+) -> dict[PartitionKey, LakePath]:
     """Per partition replaced since ``watermark``, the file holding its content as readers with
     that watermark saw it: the oldest version named ``W >= watermark``. A partition not listed
     has not changed since; its current file holds that content.
@@ -156,7 +149,7 @@ def versions_as_of(layout: LakeLayout, table: str, watermark: Lsn) -> dict[Parti
             f"{table} as of {watermark}: versions up to {horizon} were pruned "
             f"(retention {RETENTION_DAYS} days)"
         )
-    chosen: dict[PartitionKey, Path] = {}
+    chosen: dict[PartitionKey, LakePath] = {}
     for version in stored_versions(layout, table):
         if version.watermark >= watermark:
             chosen.setdefault(version.key, version.path)  # ascending: the oldest one wins
@@ -191,7 +184,7 @@ def create_lake_view_as_of(
             }
         ),
     )
-    files = sql_list([str(p) for p in chosen.values()])
+    files = sql_list([p.uri for p in chosen.values()])
     con.execute(
         f"create or replace view {view} as "  # noqa: S608 - registered names, escaped paths
         f"select c.* from {current} c anti join {replaced} r using (tenant_id, local_date) "
@@ -218,7 +211,7 @@ def prune_versions(
     kept = kept_bytes = 0
     for version in stored_versions(layout, table):
         stat = version.path.stat()
-        if stat.st_mtime < cutoff:
+        if stat.st_mtime_ns / 1e9 < cutoff:
             expired.append((version, stat.st_size))
         else:
             kept += 1
@@ -229,7 +222,7 @@ def prune_versions(
         if previous is not None:
             horizon = max(horizon, previous)
         # The marker moves before the files go: a crash in between fails reads closed.
-        atomic_write_bytes(versions_dir(layout, table) / _PRUNED, horizon.hex16.encode())
+        (versions_dir(layout, table) / _PRUNED).write_bytes(horizon.hex16.encode())
         for version, _ in expired:
-            os.unlink(version.path)
+            version.path.unlink()
     return PruneReport(table, len(expired), sum(n for _, n in expired), kept, kept_bytes)

@@ -24,11 +24,12 @@ from psycopg import sql
 from ledger_assets.lib.cdc.capture import CaptureConfig
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.lake.compact import table_lock
-from ledger_assets.lib.lake.drift import FileStat, FileWatch, drift_between, lake_file_stats
+from ledger_assets.lib.lake.drift import FileWatch, drift_between, lake_file_stats
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
 from ledger_assets.lib.lake.reader import create_lake_view
 from ledger_assets.lib.lake.repair import partition_rows_from_postgres
 from ledger_assets.lib.lake.schema import LakeTable
+from ledger_assets.lib.lake.storage import FileStat
 from ledger_assets.lib.lake.store import read_partitions
 from ledger_assets.lib.lake.sync import lake_tables, read_lake_state, tenant_zones
 from ledger_assets.lib.localtime import day_window
