@@ -46,9 +46,10 @@ import psycopg
 import pyarrow as pa
 
 from ledger_assets.lib.cdc.lsn import Lsn
-from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey, overlay_key
 from ledger_assets.lib.lake.reader import READ_OPTIONS, sql_list
 from ledger_assets.lib.lake.schema import LakeTable
+from ledger_assets.lib.lake.storage import LakePath
 from ledger_assets.lib.lake.sync import read_lake_state
 from ledger_assets.lib.lake.versions import VersionExpiredError, versions_as_of
 from ledger_assets.lib.localtime import day_window, local_date
@@ -171,7 +172,7 @@ def create_persistent_lake_view(
     lake_table: LakeTable,
     schema: str,
     days: Collection[date] | None = None,
-    versions: Mapping[PartitionKey, Path] | None = None,
+    versions: Mapping[PartitionKey, LakePath] | None = None,
 ) -> int:
     """Create ``<schema>.<table>`` over the table's current files; returns the file count.
 
@@ -183,23 +184,18 @@ def create_persistent_lake_view(
     sch = _quoted(schema)
     hidden = _quoted(f"_overlaid_{lake_table.name}")
     empty = _quoted(f"_empty_{lake_table.name}")
-    # overlay_keys lists overlay_files' partitions in the same order.
-    overlaid = list(
-        zip(
-            layout.overlay_keys(lake_table.name), layout.overlay_files(lake_table.name), strict=True
-        )
-    )
+    overlaid = [(overlay_key(lake_table.name, p), p) for p in layout.overlay_files(lake_table.name)]
     if versions:
         overlaid = list({**dict(overlaid), **versions}.items())
     if days is None:
-        bases = [str(p) for p in layout.base_files(lake_table.name)]
+        bases = [p.uri for p in layout.base_files(lake_table.name)]
     else:
         wanted = set(days)
         overlaid = [(k, p) for k, p in overlaid if k.local_date in wanted]
         candidates = (layout.base_file(lake_table.name, d) for d in sorted(wanted))
-        bases = [str(p) for p in candidates if p.exists()]
+        bases = [p.uri for p in candidates if p.exists()]
     keys = [k for k, _ in overlaid]
-    overlays = [str(p) for _, p in overlaid]
+    overlays = [p.uri for _, p in overlaid]
     con.register(
         "_keys",
         pa.table(
@@ -420,7 +416,7 @@ def prepare_marts_database(
     """
     started = time.monotonic()
     applied, seeded = check_lake_ready(layout)
-    versions: dict[str, dict[PartitionKey, Path]] = {}
+    versions: dict[str, dict[PartitionKey, LakePath]] = {}
     if as_of is not None:
         if as_of > Lsn.parse(applied):
             raise LakeNotReadyError(
@@ -440,6 +436,9 @@ def prepare_marts_database(
     database.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(database))
     try:
+        # An S3 lake's views are read with httpfs; dbt's own connections get the same secret
+        # from the profile's plugin (lib/marts/duckdb_plugin.py).
+        layout.path.configure_duckdb(con)
         for schema in (LAKE_SCHEMA, SOR_SCHEMA, RECONCILIATION_SCHEMA):
             con.execute(f"create schema if not exists {_quoted(schema)}")
         con.execute("begin")
