@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 import psycopg
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -24,10 +25,15 @@ from psycopg.conninfo import conninfo_to_dict
 from ledger_assets.defs.resources import LakeResource
 from ledger_assets.lib.cdc import CaptureConfig, ChangeCapture
 from ledger_assets.lib.cdc import slot as slots
-from ledger_assets.lib.lake.layout import LakeLayout
+from ledger_assets.lib.cdc.lsn import Lsn
+from ledger_assets.lib.lake.compact import compact
+from ledger_assets.lib.lake.drift import drift_between, lake_file_stats
+from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.reader import create_lake_view
 from ledger_assets.lib.lake.storage import LakeStorageError, S3Settings
-from ledger_assets.lib.lake.store import parquet_bytes
+from ledger_assets.lib.lake.store import parquet_bytes, write_partition
 from ledger_assets.lib.lake.sync import apply_landed, build_lake, lake_tables, read_lake_state
+from ledger_assets.lib.lake.versions import create_lake_view_as_of
 from ledger_assets.lib.marts.contracts import results_dir
 from ledger_assets.lib.marts.prepare import prepare_marts_database
 from ledger_assets.lib.reconcile import ReconcileScope, reconcile
@@ -35,8 +41,9 @@ from ledger_assets.lib.sor.pgcluster import find_free_port
 from ledger_assets.lib.synth.load import seed_database
 from tests.conftest import world_searchable_tmpdir
 from tests.dbt.conftest import copy_project
+from tests.disputes.test_versions import NEW_DAY, OLD_DAY, TABLE, at_watermark, rows, snapshot
 from tests.lake.test_sync import assert_lake_equals_postgres
-from tests.s3.conftest import SPEC, S3Lake, build_s3_lake, etag, object_bytes, s3_env
+from tests.s3.conftest import SPEC, S3Lake, build_s3_lake, create_bucket, etag, object_bytes, s3_env
 
 CHARGES = "stripe_charges"
 FULL = ReconcileScope("full")
@@ -217,3 +224,36 @@ def test_an_unknown_bucket_or_endpoint_fails_once_naming_the_root(
         f"lake root s3://lake-bucket/prefix: S3 at http://127.0.0.1:{port} cannot be used"
     )
     assert "test-secret" not in message
+
+
+def test_versions_compaction_and_drift_on_s3(s3_settings: S3Settings, tmp_path: Path) -> None:
+    layout = LakeLayout(
+        f"s3://{create_bucket(s3_settings)}/lake", local_dir=tmp_path, s3=s3_settings
+    )
+    other = rows(OLD_DAY, ("ch_x", 7, 0)).set_column(1, "tenant_id", pa.array([2], pa.int32()))
+    seeded = pa.concat_tables([rows(OLD_DAY, ("ch_a", 100, 0), ("ch_b", 200, 0)), other])
+    layout.base_file(TABLE.name, OLD_DAY).write_bytes(parquet_bytes(seeded.cast(TABLE.schema)))
+    key = PartitionKey(TABLE.name, 1, OLD_DAY)
+    con = duckdb.connect()
+    at_watermark(layout, 1000)
+    before = snapshot(con, create_lake_view(con, layout, TABLE, name="v1000"))
+    files = lake_file_stats(layout, [TABLE.name])
+    assert write_partition(
+        layout, TABLE, key, rows(OLD_DAY, ("ch_a", 90, 1600), ("ch_b", 200, 0))
+    ).changed
+    drift = drift_between(files, lake_file_stats(layout, [TABLE.name]))
+    assert drift.partitions == {(TABLE.name, 1, OLD_DAY)}
+    at_watermark(layout, 2000)  # a report reads the overlay
+    read = snapshot(con, create_lake_view(con, layout, TABLE, name="v2000"))
+    time.sleep(1.1)  # S3 times have one-second precision: the compaction comes visibly later
+    report = compact(layout, TABLE, before=NEW_DAY)
+    assert (report.overlays_folded, layout.overlay_files(TABLE.name)) == (1, [])
+    assert snapshot(con, create_lake_view(con, layout, TABLE, name="compacted")) == read
+    # A late change to the compacted day before the next report: what the report read is kept.
+    assert write_partition(
+        layout, TABLE, key, rows(OLD_DAY, ("ch_a", 80, 2500), ("ch_b", 200, 0))
+    ).changed
+    at_watermark(layout, 3000)
+    for watermark, expected in ((1000, before), (2000, read)):
+        view = create_lake_view_as_of(con, layout, TABLE, Lsn(watermark), name=f"a{watermark}")
+        assert snapshot(con, view) == expected, watermark

@@ -79,7 +79,10 @@ def write_partition(
         if current is None:
             current = read_partitions(layout, lake_table, [key])
         previous = parquet_bytes(_ordered(lake_table, current))
-        since_ns = base.stat().st_mtime_ns if base.exists() else 0
+        # A base file's time says when its content arrived only where compaction can back-date
+        # it (locally). S3 cannot, so its base content counts as old: replacing it keeps a
+        # version whenever a report has been published (base days are old days: rarely hit).
+        since_ns = base.stat().st_mtime_ns if base.exists() and base.is_local else 0
     lsns = tuple(sorted(int(v) for v in pc.unique(ordered.column(ROW_LSN)).to_pylist() if v))
     if hashlib.sha256(previous).hexdigest() == digest:
         return PartitionWrite(key, ordered.num_rows, digest, changed=False, lsns=lsns)
