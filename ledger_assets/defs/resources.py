@@ -1,6 +1,5 @@
 """Resources shared by every domain, configured only through environment variables."""
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,19 +55,18 @@ class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     ``root`` is a local folder or ``s3://bucket/prefix`` (S3 settings: the standard AWS
     variables, see ``lib/lake/storage.py``). An S3 lake's writer locks and change log stay on
-    this host, under ``$LEDGER_STATE_DIR/lake-local`` (read when a run asks, like the other
-    optional settings: ARCHITECTURE.md §11).
+    this host, under ``<state_dir>/lake-local`` (ARCHITECTURE.md §6 "Storage").
     """
 
     root: str
+    state_dir: str = ".state"
     slot_name: str = "ledger_lake"
     publication: str = "ledger_lake"
 
     @property
     def layout(self) -> LakeLayout:
         if self.root.startswith(S3_SCHEME):
-            state_dir = Path(os.environ.get("LEDGER_STATE_DIR") or ".state").resolve()
-            return LakeLayout(self.root, local_dir=state_dir / "lake-local")
+            return LakeLayout(self.root, local_dir=Path(self.state_dir).resolve() / "lake-local")
         return LakeLayout(Path(self.root).resolve())
 
     @property
@@ -92,7 +90,9 @@ class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 RESOURCES: dict[str, object] = {
     "postgres": PostgresResource(dsn=dg.EnvVar("LEDGER_PG_DSN")),
-    "lake": LakeResource(root=dg.EnvVar("LEDGER_LAKE_ROOT")),
+    "lake": LakeResource(
+        root=dg.EnvVar("LEDGER_LAKE_ROOT"), state_dir=dg.EnvVar("LEDGER_STATE_DIR")
+    ),
     "stripe": StripeResource(
         api_key=dg.EnvVar("STRIPE_API_KEY"), api_base=dg.EnvVar("STRIPE_API_BASE")
     ),

@@ -212,8 +212,7 @@ def test_an_unknown_bucket_or_endpoint_fails_once_naming_the_root(
     for name, value in s3_env(s3_settings).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("LEDGER_STATE_DIR", str(tmp_path))
-    resource = LakeResource(root="s3://lake-bucket/prefix")
+    resource = LakeResource(root="s3://lake-bucket/prefix", state_dir=str(tmp_path))
     assert resource.changelog_dir == tmp_path / "lake-local" / "_changelog"
     started = time.monotonic()
     with pytest.raises(LakeStorageError) as error:
