@@ -27,7 +27,7 @@ from datetime import date
 from functools import cached_property
 from pathlib import Path
 
-from ledger_assets.lib.lake.storage import LakePath, LakeStorageError, S3Settings
+from ledger_assets.lib.lake.storage import S3_SCHEME, LakePath, LakeStorageError, S3Settings
 
 DATA_FILE = "data.parquet"
 
@@ -63,7 +63,7 @@ class LakeLayout:
 
     @property
     def is_local(self) -> bool:
-        return not str(self.root).startswith("s3://")
+        return not str(self.root).startswith(S3_SCHEME)
 
     @property
     def local(self) -> Path:
