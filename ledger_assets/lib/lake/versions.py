@@ -133,9 +133,7 @@ def pruned_through(layout: LakeLayout, table: str) -> Lsn | None:
     return Lsn.from_hex16(marker.read_text().strip()) if marker.exists() else None
 
 
-def versions_as_of(
-    layout: LakeLayout, table: str, watermark: Lsn
-) -> dict[PartitionKey, LakePath]:
+def versions_as_of(layout: LakeLayout, table: str, watermark: Lsn) -> dict[PartitionKey, LakePath]:
     """Per partition replaced since ``watermark``, the file holding its content as readers with
     that watermark saw it: the oldest version named ``W >= watermark``. A partition not listed
     has not changed since; its current file holds that content.
