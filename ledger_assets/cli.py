@@ -97,17 +97,20 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         login_urls,
     )
     from ledger_assets.lib import demo
+    from ledger_assets.lib.lake.storage import LakePath
     from ledger_assets.lib.synth.spec import SeedSpec
 
     providers, use_standins = demo.provider_settings_from_env(args.stripe_port, args.plaid_port)
-    lake_root = Path(os.environ.get("LEDGER_LAKE_ROOT") or settings.lake_root)
+    # A local folder or an s3:// URI (never through Path, which would fold "s3://" to "s3:/").
+    lake_root = str(os.environ.get("LEDGER_LAKE_ROOT") or settings.lake_root)
     if use_standins and not settings.pg_dsn and not args.keep_data:
         # The stand-ins rebuild their history at each start and forget earlier live activity,
         # so the data derived from them (tables, cursors, lake, Dagster's run keys) starts
         # fresh too. The cluster itself is reused.
         log.info("fresh demo data: recreating the demo database, lake and Dagster storage")
         bootstrap.recreate_private_database(settings)
-        shutil.rmtree(lake_root, ignore_errors=True)
+        LakePath.at(lake_root).delete_tree()
+        shutil.rmtree(settings.state_dir / "lake-local", ignore_errors=True)
         shutil.rmtree(PROJECT_ROOT / ".state" / "dagster", ignore_errors=True)
     sor = bootstrap.prepare(settings)
     with ExitStack() as stack:
@@ -148,7 +151,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             **os.environ,
             **providers.as_env(),
             "LEDGER_PG_DSN": sor.dsn,
-            "LEDGER_LAKE_ROOT": str(lake_root),
+            "LEDGER_LAKE_ROOT": lake_root,
             # The marts are published under the state folder, where the dashboard reads them.
             "LEDGER_STATE_DIR": str(settings.state_dir),
             # dagster.yaml in the project root is the instance configuration, used as it is.
