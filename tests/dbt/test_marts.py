@@ -337,11 +337,21 @@ def test_an_empty_bank_partition_is_an_explicit_zero_row_per_account(scratch: Db
     assert bank_rows(scratch, tenant, day) == before
 
 
-def test_an_unknown_currency_fails_the_build_loudly(scratch: DbtRun) -> None:
-    lake, tenant, day = scratch.lake, 2, date(2025, 3, 12)
-    bts = lake.tables["stripe_balance_transactions"]
-    key = PartitionKey(bts.name, tenant, day)
-    rows = read_partitions(lake.layout, bts, [key])
+@pytest.mark.parametrize(
+    ("table", "tenant", "mart", "data_test", "message"),
+    [
+        ("stripe_balance_transactions", 2, "daily_pnl",
+         "relationships_stg_stripe__balance_transactions_currency", "on balance transaction"),
+        ("plaid_transactions", 3, "bank_cash_flow",
+         "relationships_stg_plaid__transactions_currency", "on Plaid transaction"),
+    ],
+)  # fmt: skip
+def test_an_unknown_currency_fails_the_build_loudly(
+    scratch: DbtRun, table: str, tenant: int, mart: str, data_test: str, message: str
+) -> None:
+    lake, day = scratch.lake, date(2025, 3, 12)
+    lake_table = lake.tables[table]
+    rows = read_partitions(lake.layout, lake_table, [PartitionKey(table, tenant, day)])
     assert rows.num_rows > 0
     currency = rows.column("currency")
     bad = rows.set_column(
@@ -349,45 +359,19 @@ def test_an_unknown_currency_fails_the_build_loudly(scratch: DbtRun) -> None:
         "currency",
         pa.array(["xts", *currency.to_pylist()[1:]], currency.type),
     )
-    with overlay(lake, bts.name, tenant, day, bad):
+    with overlay(lake, table, tenant, day, bad):
         scratch.prepare()
         built = scratch.dbt(
-            "build", "--vars", window(day), "--select", "+daily_pnl",
+            "build", "--vars", window(day), "--select", f"+{mart}",
             "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
         )  # fmt: skip
         # Without the data tests, the model itself stops on the row.
-        ran = scratch.dbt("run", "--vars", window(day), "--select", "+daily_pnl")
+        ran = scratch.dbt("run", "--vars", window(day), "--select", f"+{mart}")
     scratch.prepare()
     assert built.returncode != 0
-    assert "relationships_stg_stripe__balance_transactions_currency" in built.stdout
+    assert data_test in built.stdout
     assert ran.returncode != 0
-    assert "unknown currency 'xts' on balance transaction" in ran.stdout
-
-
-def test_an_unknown_bank_currency_fails_the_build_loudly(scratch: DbtRun) -> None:
-    lake, tenant, day = scratch.lake, 3, date(2025, 3, 12)
-    tx = lake.tables["plaid_transactions"]
-    rows = read_partitions(lake.layout, tx, [PartitionKey(tx.name, tenant, day)])
-    assert rows.num_rows > 0
-    currency = rows.column("currency")
-    bad = rows.set_column(
-        rows.schema.get_field_index("currency"),
-        "currency",
-        pa.array(["xts", *currency.to_pylist()[1:]], currency.type),
-    )
-    with overlay(lake, tx.name, tenant, day, bad):
-        scratch.prepare()
-        built = scratch.dbt(
-            "build", "--vars", window(day), "--select", "+bank_cash_flow",
-            "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
-        )  # fmt: skip
-        # Without the data tests, the model itself stops on the row.
-        ran = scratch.dbt("run", "--vars", window(day), "--select", "+bank_cash_flow")
-    scratch.prepare()
-    assert built.returncode != 0
-    assert "relationships_stg_plaid__transactions_currency" in built.stdout
-    assert ran.returncode != 0
-    assert "unknown currency 'xts' on Plaid transaction" in ran.stdout
+    assert f"unknown currency 'xts' {message}" in ran.stdout
 
 
 def test_marts_refuse_a_lake_that_is_not_seeded(seeded_lake: Lake, tmp_path: Path) -> None:

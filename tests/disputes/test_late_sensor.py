@@ -6,10 +6,14 @@ import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun
 
 from ledger_assets.defs.disputes.sensors import (
+    LATE_ARRIVAL,
+    TRIGGER_TAG,
     LakeChange,
+    late_arrivals_sensor,
     late_run_requests,
     pending_marts_coverage,
 )
+from ledger_assets.defs.lake.assets import lake_asset_key
 
 OLD, OLDER, RECENT = date(2026, 7, 1), date(2026, 6, 2), date(2026, 11, 28)
 
@@ -70,3 +74,36 @@ def test_nearby_days_share_one_range_run() -> None:
     assert near.partition_key is None
     assert near.partition_key_range == dg.PartitionKeyRange("2026-11-03", "2026-11-14")
     assert far.partition_key == OLD.isoformat()
+
+
+def test_no_new_runs_while_the_last_ticks_runs_wait() -> None:
+    # A demo delivering late disputes on scattered old days queued a dozen marts runs; a tick
+    # now waits for its earlier runs to start, and reads the changes later (cursor unchanged).
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=lake_asset_key("stripe_charges"),
+                partition=dg.MultiPartitionKey({"date": OLD.isoformat(), "tenant": "1"}),
+            )
+        )
+        instance.add_run(
+            DagsterRun(
+                job_name="marts_job", run_id="e" * 36, status=dg.DagsterRunStatus.NOT_STARTED,
+                tags={TRIGGER_TAG: LATE_ARRIVAL, "dagster/partition": OLDER.isoformat()},
+            )
+        )  # fmt: skip
+        waiting = late_arrivals_sensor(dg.build_sensor_context(instance=instance))
+        assert isinstance(waiting, dg.SensorResult)
+        assert not waiting.run_requests
+        assert "still waiting" in (waiting.skip_reason.skip_message or "")  # type: ignore[union-attr]
+        assert waiting.cursor is None
+    with dg.instance_for_test() as instance:  # the same change with no run waiting: read on
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=lake_asset_key("stripe_charges"),
+                partition=dg.MultiPartitionKey({"date": OLD.isoformat(), "tenant": "1"}),
+            )
+        )
+        tick = late_arrivals_sensor(dg.build_sensor_context(instance=instance))
+        assert isinstance(tick, dg.SensorResult)
+        assert "first full marts build" in (tick.skip_reason.skip_message or "")  # type: ignore[union-attr]

@@ -6,7 +6,8 @@ dispute arrives, the dispute's own day); ``lake_apply_job`` records a materializ
 rewritten partition with the disputes and the commit LSNs it came from. This sensor reads those
 materializations through a cursor over the event log (the storage id), keeps the ones on days
 the marts schedule does not rebuild, and requests one ``marts_job`` run per touched day —
-nothing else — unless a marts run covering that day is still queued.
+nothing else — unless a marts run covering that day is still queued. While runs it requested
+are still waiting to start, it requests none (the queue stays bounded) and reads on later.
 
 Run keys name the dispute(s) and the LSN that rewrote the day, so a second dispute on the same
 day (or a later state of the same dispute) is a new run and never deduplicated away. The run
@@ -30,12 +31,15 @@ from ledger_assets.defs.runs import (
     NOT_YET_WORKING,
     PARTITION_RANGE_END,
     PARTITION_RANGE_START,
+    waiting_run,
 )
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 
 #: Materializations read per lake table and tick; a longer backlog drains over later ticks.
 PAGE = 1_000
 DISPUTE_TAG = "ledger/dispute"
+TRIGGER_TAG = "ledger/trigger"
+LATE_ARRIVAL = "late_arrival"
 PARTITIONS_TAG = "ledger/partitions"
 #: Late days at most this far apart are rebuilt in one run over their range.
 CLUSTER_GAP_DAYS = 7
@@ -125,7 +129,7 @@ def late_run_requests(
             PARTITIONS_TAG: ",".join(partitions),
             "ledger/lsn": f"{min(c.lsn_from or '' for c in group)}.."
             f"{max(c.lsn_to or '' for c in group)}",
-            "ledger/trigger": "late_arrival",
+            TRIGGER_TAG: LATE_ARRIVAL,
         }
         if first != last:
             tags |= {PARTITION_RANGE_START: first, PARTITION_RANGE_END: last}
@@ -204,6 +208,12 @@ def late_arrivals_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
         records = [r for r in records if r.storage_id <= limit]
     if not records:
         return dg.SensorResult(skip_reason="no new lake materializations")
+    if waiting_run(context.instance, marts_job.name, {TRIGGER_TAG: LATE_ARRIVAL}) is not None:
+        # The last tick's runs are still queued: more runs now would only lengthen the queue
+        # (a day's run takes about a minute on 2 cores, and late disputes on scattered old days
+        # can come faster). The cursor stays, so the first tick after they start takes every
+        # change since, clustered into few runs.
+        return dg.SensorResult(skip_reason="a late-arrivals marts run is still waiting to start")
     built = first_full_build_started(context.instance)
     if built is None:
         # The first full build will read every partition; until it has, there are no marts to
