@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.sync import build_lake, lake_tables
 from ledger_assets.lib.marts.contracts import results_dir
 from ledger_assets.lib.marts.prepare import BuildWindow, PreparedDatabase, prepare_marts_database
-from ledger_assets.lib.marts.project import window_independent_views
+from ledger_assets.lib.marts.project import run_dbt_process, window_independent_views
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
 
 PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"
@@ -77,22 +75,12 @@ def _dbt(project: Path, state: Path, *args: str, target: Path | None = None) -> 
     marts asset's ``lib.marts.dbt_runner`` (the project parsed without the vars) instead of
     dbt's CLI.
     """
-    if target is None:
-        command, results = [str(Path(sys.executable).with_name("dbt")), *args], project / "target"
-    else:
-        command = [sys.executable, "-m", "ledger_assets.lib.marts.dbt_runner", *args]
-        command, results = [*command, "--target-path", str(target)], target
     started = time.monotonic()
-    result = subprocess.run(
-        [*command, "--project-dir", str(project), "--profiles-dir", str(project)],
-        env={**os.environ, "LEDGER_STATE_DIR": str(state),
-             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    result = run_dbt_process(args, project, state, runner=target is not None, target_path=target)
     wall = time.monotonic() - started
     if result.returncode != 0:
         raise RuntimeError(f"dbt {' '.join(args)} failed:\n{result.stdout[-4000:]}")
-    results = results / "run_results.json"
+    results = (target or project / "target") / "run_results.json"
     if not results.exists():  # `dbt parse` writes none
         return wall, wall
     return wall, float(json.loads(results.read_text())["elapsed_time"])

@@ -7,10 +7,8 @@ and southern-hemisphere DST changes.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -27,6 +25,7 @@ from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.sync import build_lake, lake_tables
 from ledger_assets.lib.marts.contracts import results_dir
 from ledger_assets.lib.marts.prepare import BuildWindow, PreparedDatabase, prepare_marts_database
+from ledger_assets.lib.marts.project import run_dbt_process
 from ledger_assets.lib.sor.pgcluster import PrivateCluster
 from ledger_assets.lib.synth.load import SeedSpec, seed_database
 from tests.conftest import TEMPLATE_DB, create_database, drop_database, world_searchable_tmpdir
@@ -66,17 +65,7 @@ class DbtRun:
 
     def dbt(self, *args: str, runner: bool = False) -> subprocess.CompletedProcess[str]:
         """Run dbt's CLI, or (``runner``) the marts asset's ``lib.marts.dbt_runner``."""
-        if runner:
-            command = [sys.executable, "-m", "ledger_assets.lib.marts.dbt_runner"]
-        else:
-            command = [str(Path(sys.executable).with_name("dbt"))]
-        return subprocess.run(
-            [*command, *args, "--project-dir", str(self.project), "--profiles-dir",
-             str(self.project)],
-            env={**os.environ, "LEDGER_STATE_DIR": str(self.state_dir),
-                 "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
-            capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
+        return run_dbt_process(args, self.project, self.state_dir, runner=runner, timeout=600)
 
 
 @pytest.fixture(scope="session")

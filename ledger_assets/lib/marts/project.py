@@ -13,8 +13,11 @@ every run, and a full build rebuilds them all.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-from collections.abc import Iterable, Mapping
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -113,3 +116,34 @@ def record_views_built(database: Path, fingerprint: str | None) -> None:
             con.execute(f"insert into {VIEWS_BUILT_TABLE} values (?)", [fingerprint])  # noqa: S608
     finally:
         con.close()
+
+
+def run_dbt_process(
+    args: Sequence[str],
+    project_dir: Path,
+    state_dir: Path,
+    *,
+    runner: bool = True,
+    target_path: Path | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run dbt on ``project_dir`` in a process of its own, with ``LEDGER_STATE_DIR=state_dir``
+    (the profile opens ``<state_dir>/marts.duckdb``); output is captured, the exit code kept.
+
+    ``runner`` runs the marts asset's entry point (:mod:`ledger_assets.lib.marts.dbt_runner`:
+    the project parsed without the vars), otherwise dbt's own CLI. ``target_path`` gives the
+    run its own artifacts, partial-parse state and logs.
+    """
+    if runner:
+        command = [sys.executable, "-m", "ledger_assets.lib.marts.dbt_runner", *args]
+    else:
+        command = [str(Path(sys.executable).with_name("dbt")), *args]
+    env = {**os.environ, "LEDGER_STATE_DIR": str(state_dir),
+           "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}  # fmt: skip
+    if target_path is not None:
+        command += ["--target-path", str(target_path)]
+        env["DBT_LOG_PATH"] = str(target_path / "logs")
+    return subprocess.run(
+        [*command, "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip

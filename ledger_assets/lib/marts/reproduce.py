@@ -30,9 +30,6 @@ its new name and ``reconciliation_status`` shows the checks made since.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,7 +40,7 @@ from ledger_assets.lib.lake.layout import LakeLayout
 from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.marts.export import export_marts, mart_tables
 from ledger_assets.lib.marts.prepare import PreparedDatabase, prepare_marts_database
-from ledger_assets.lib.marts.project import MARTS_SCHEMA
+from ledger_assets.lib.marts.project import MARTS_SCHEMA, run_dbt_process
 
 #: The build a full marts run makes, without the unit tests (fixed fixtures, not data).
 BUILD_ARGS = ("build", "--exclude-resource-type", "unit_test")
@@ -100,14 +97,7 @@ def reproduce_marts(
     prepared = prepare_marts_database(database, layout, tables, dsn, results_dir, as_of=as_of)
     target = out / "dbt_target"
     built = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "ledger_assets.lib.marts.dbt_runner", *BUILD_ARGS,
-         "--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
-         "--target-path", str(target)],
-        env={**os.environ, "LEDGER_STATE_DIR": str(out), "DBT_LOG_PATH": str(target / "logs"),
-             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    result = run_dbt_process(BUILD_ARGS, project_dir, out, target_path=target)
     dbt_seconds = time.monotonic() - built
     if result.returncode != 0:
         raise ReproductionError(
