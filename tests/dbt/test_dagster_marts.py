@@ -129,12 +129,13 @@ def test_materializing_one_day_builds_checks_and_publishes(
     state = tmp_path / "state"
     # dbt's profile reads the same state dir as the marts resource.
     monkeypatch.setenv("LEDGER_STATE_DIR", str(state))
+    resources = marts_run_resources(
+        seeded_lake.dsn, LakeResource(root=str(seeded_lake.layout.root)), state
+    )
     result = dg.materialize(
         [ledger_marts],
         partition_key="2025-03-10",
-        resources=marts_run_resources(
-            seeded_lake.dsn, LakeResource(root=str(seeded_lake.layout.root)), state
-        ),
+        resources=resources,
     )
     assert result.success
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
@@ -154,9 +155,7 @@ def test_materializing_one_day_builds_checks_and_publishes(
     again = dg.materialize(
         [ledger_marts],
         partition_key="2025-03-11",
-        resources=marts_run_resources(
-            seeded_lake.dsn, LakeResource(root=str(seeded_lake.layout.root)), state
-        ),
+        resources=resources,
     )
     assert again.success
     rebuilt = {e.asset_key for e in again.get_asset_materialization_events()}
