@@ -62,6 +62,19 @@ def test_definitions_load_without_warnings(monkeypatch: pytest.MonkeyPatch) -> N
     dg.Definitions.validate_loadable(defs)
 
 
+def test_every_job_runs_in_its_run_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launched run's worker process loads the whole code location (~3.5 s); Dagster's default
+    multiprocess executor would start one more process per step that loads it again. Every job
+    here is one step or a short sequence, so they all run in the worker."""
+    monkeypatch.setenv("LEDGER_PG_DSN", "postgresql://unused")
+    from ledger_assets.definitions import defs
+
+    jobs = [job for job in defs.resolve_all_job_defs() if job.name != "__ASSET_JOB"]
+    assert len(jobs) >= 9
+    multiprocess = [job.name for job in jobs if job.executor_def is not dg.in_process_executor]
+    assert multiprocess == []
+
+
 def _graphql(port: int, query: str) -> dict[str, object]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",

@@ -90,6 +90,7 @@ def reproduce_marts_as_of(
 
 
 @dg.job(
+    executor_def=dg.in_process_executor,  # one step: no step process to start (see marts_job)
     description="Reproduce an older report: rebuild the marts as of its source position "
     "(run config as_of_lsn) into a separate folder; the live marts are not touched.",
 )

@@ -34,6 +34,10 @@ marts_job = dg.define_asset_job(
     "marts_job",
     selection=dg.AssetSelection.assets(ledger_marts),
     description="Build the dbt marts for one day partition (or everything, with full_refresh).",
+    # One step (the dbt build, which runs dbt in a process of its own): the default
+    # multiprocess executor would start a step process that loads the whole code location again
+    # (~3.5 s) before dbt even starts.
+    executor_def=dg.in_process_executor,
 )
 
 
