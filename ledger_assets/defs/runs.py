@@ -16,6 +16,7 @@ NOT_YET_WORKING = [
 UNFINISHED = [*NOT_YET_WORKING, dg.DagsterRunStatus.STARTED]
 
 #: The tags that make a run cover a range of partitions (one run, single-run backfill policy).
+PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_START = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END = "dagster/asset_partition_range_end"
 
