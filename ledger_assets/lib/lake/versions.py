@@ -33,11 +33,10 @@ import time
 from dataclasses import dataclass
 
 import duckdb
-import pyarrow as pa
 
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey, overlay_key
-from ledger_assets.lib.lake.reader import READ_OPTIONS, create_lake_view, sql_list
+from ledger_assets.lib.lake.reader import create_lake_view
 from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.storage import LakePath
 
@@ -166,29 +165,8 @@ def create_lake_view_as_of(
     Raises:
         VersionExpiredError: versions needed for ``watermark`` may have been pruned.
     """
-    chosen = versions_as_of(layout, lake_table.name, watermark)
-    view = name or lake_table.name
-    current = create_lake_view(con, layout, lake_table, name=f"__current_{view}")
-    if not chosen:
-        con.execute(f"create or replace view {view} as select * from {current}")  # noqa: S608
-        return view
-    replaced = f"__versioned_{view}"
-    con.register(
-        replaced,
-        pa.table(
-            {
-                "tenant_id": pa.array([k.tenant_id for k in chosen], pa.int32()),
-                "local_date": pa.array([k.local_date for k in chosen], pa.date32()),
-            }
-        ),
-    )
-    files = sql_list([p.uri for p in chosen.values()])
-    con.execute(
-        f"create or replace view {view} as "  # noqa: S608 - registered names, escaped paths
-        f"select c.* from {current} c anti join {replaced} r using (tenant_id, local_date) "
-        f"union all by name select * from read_parquet({files}, {READ_OPTIONS})"
-    )
-    return view
+    versions = versions_as_of(layout, lake_table.name, watermark)
+    return create_lake_view(con, layout, lake_table, name, versions=versions)
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,8 @@ import psycopg
 import pyarrow as pa
 
 from ledger_assets.lib.cdc.lsn import Lsn
-from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey, overlay_key
-from ledger_assets.lib.lake.reader import READ_OPTIONS, sql_list
+from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.reader import READ_OPTIONS, lake_files, lake_view_query, sql_list
 from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.storage import LakePath
 from ledger_assets.lib.lake.sync import read_lake_state
@@ -176,62 +176,26 @@ def create_persistent_lake_view(
 ) -> int:
     """Create ``<schema>.<table>`` over the table's current files; returns the file count.
 
-    With ``days``, only the files of those days (every tenant's partition of each day). With
-    ``versions`` (``versions.versions_as_of``), those partitions are read from the given files
-    instead, as an overlay supersedes its partition's slice of the base.
+    The view of :func:`ledger_assets.lib.lake.reader.create_lake_view` (same files, same
+    query), with its two helper relations stored as tables in ``schema``, so that another
+    process (dbt) can read it. ``days`` and ``versions``: see ``reader.lake_files``.
     """
-    table = _quoted(lake_table.name)
+    files = lake_files(layout, lake_table.name, days, versions)
     sch = _quoted(schema)
-    hidden = _quoted(f"_overlaid_{lake_table.name}")
-    empty = _quoted(f"_empty_{lake_table.name}")
-    overlaid = [(overlay_key(lake_table.name, p), p) for p in layout.overlay_files(lake_table.name)]
-    if versions:
-        overlaid = list({**dict(overlaid), **versions}.items())
-    if days is None:
-        bases = [p.uri for p in layout.base_files(lake_table.name)]
-    else:
-        wanted = set(days)
-        overlaid = [(k, p) for k, p in overlaid if k.local_date in wanted]
-        candidates = (layout.base_file(lake_table.name, d) for d in sorted(wanted))
-        bases = [p.uri for p in candidates if p.exists()]
-    keys = [k for k, _ in overlaid]
-    overlays = [p.uri for _, p in overlaid]
-    con.register(
-        "_keys",
-        pa.table(
-            {
-                "tenant_id": pa.array([k.tenant_id for k in keys], pa.int32()),
-                "local_date": pa.array([k.local_date for k in keys], pa.date32()),
-            }
-        ),
-    )
+    superseded = f"{sch}.{_quoted(f'_overlaid_{lake_table.name}')}"
+    empty = f"{sch}.{_quoted(f'_empty_{lake_table.name}')}"
+    con.register("_keys", files.superseded_keys())
     con.register("_empty", lake_table.schema.empty_table())
     try:
         # Identifiers checked by _quoted; no values are formatted into these statements.
-        con.execute(f"create or replace table {sch}.{hidden} as select * from _keys")  # noqa: S608
-        con.execute(f"create or replace table {sch}.{empty} as select * from _empty")  # noqa: S608
+        con.execute(f"create or replace table {superseded} as select * from _keys")  # noqa: S608
+        con.execute(f"create or replace table {empty} as select * from _empty")  # noqa: S608
     finally:
         con.unregister("_keys")
         con.unregister("_empty")
-    # READ_OPTIONS: hive_partitioning off, since DuckDB would otherwise read tenant_id from
-    # overlay paths (tenant_id=<t>/...) as BIGINT instead of the files' INTEGER column, and the
-    # types of the view would change with the mere presence of an overlay; union by name, for
-    # files written before a column was added.
-    base_sql = (
-        f"select b.* from read_parquet({sql_list(bases)}, {READ_OPTIONS}) b "  # noqa: S608
-        f"anti join {sch}.{hidden} h using (tenant_id, local_date)"
-        if bases
-        else f"select * from {sch}.{empty}"  # noqa: S608 - a fixed identifier
-    )
-    overlay_sql = (
-        f"select * from read_parquet({sql_list(overlays)}, {READ_OPTIONS})"  # noqa: S608
-        if overlays
-        else f"select * from {sch}.{empty}"  # noqa: S608 - a fixed identifier
-    )
-    con.execute(
-        f"create or replace view {sch}.{table} as {base_sql} union all by name {overlay_sql}"
-    )
-    return len(bases) + len(overlays)
+    query = lake_view_query(files, lake_table, superseded, empty)
+    con.execute(f"create or replace view {sch}.{_quoted(lake_table.name)} as {query}")
+    return files.count
 
 
 def _copy_sor_tables(
@@ -358,11 +322,10 @@ def create_reconciliation_view(con: duckdb.DuckDBPyConnection, results_dir: Path
         con.unregister("_empty")
     files = [str(p) for p in result_files(results_dir)]
     if files:
-        # union_by_name: files written by older check versions may lack newer optional columns.
+        # Union by name: files written by older check versions may lack newer optional columns.
         body = (
             f"select * from {sch}._empty_results union all by name "  # noqa: S608
-            f"select * from read_parquet({sql_list(files)}, union_by_name = true, "
-            "hive_partitioning = false)"
+            f"select * from read_parquet({sql_list(files)}, {READ_OPTIONS})"
         )
     else:
         body = f"select * from {sch}._empty_results"  # noqa: S608 - a fixed identifier

@@ -803,7 +803,7 @@ def _check_identities(
                     "fee = sum(fee_details.amount)", bt, str(key), int(tenant),
                     f"fee {fee}, fee_details sum to {fees}",
                 ))  # fmt: skip
-        # create_lake_view serves an empty overlay side from a registered Arrow table, and
+        # create_lake_view unions in a registered Arrow table (the empty current schema), and
         # DuckDB 1.5 cannot push this query's bloom join filter into an Arrow scan.
         lake.execute("set disabled_optimizers = 'join_filter_pushdown'")
         payouts = lake.execute(
