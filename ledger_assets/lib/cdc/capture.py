@@ -31,15 +31,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
+import pyarrow as pa
+from psycopg.rows import scalar_row
 
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.cdc.changelog import (
+    PENDING_SCHEMA,
     BatchRef,
     BatchWriter,
     ColumnSpec,
     Manifest,
-    PendingRow,
     TableLayout,
     list_batches,
     remove_unlanded_files,
@@ -72,19 +76,25 @@ from ledger_assets.lib.cdc.state import (
     read_state,
     write_state,
 )
+from ledger_assets.lib.cdc.tuples import I64, LSN_BYTES, U8
 from ledger_assets.lib.logs import get_logger
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES, SCHEMA, MirroredTable
 
 log = get_logger(__name__)
 
+#: Each message comes framed by its LSN (int8send: 8 bytes, big-endian), so a fetched chunk is
+#: one buffer that is hashed as it is (the batch digest covers every LSN and message) and
+#: parsed with array arithmetic, with no Python object per message.
 _PEEK = (
-    "select (lsn - '0/0'::pg_lsn)::int8, data"
+    "select int8send((lsn - '0/0'::pg_lsn)::int8) || data"
     " from pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s,"
     " 'proto_version', '1', 'publication_names', %s)"
 )
-#: pgoutput tags of row changes. They skip the Python decoder: tuples.py parses them a whole
-#: table part at a time when the part is flushed.
-_ROW_OPS: Final = {ord("I"): "insert", ord("U"): "update", ord("D"): "delete"}
+_INSERT, _UPDATE, _DELETE, _TRUNCATE, _COMMIT = (ord(tag) for tag in "IUDTC")
+#: The change log's op by pgoutput tag: an index into _OP_NAMES.
+_OP_NAMES: Final = pa.array(["insert", "update", "delete", "truncate"], pa.string())
+_OP_INDEX = np.zeros(256, np.int8)
+_OP_INDEX[[_INSERT, _UPDATE, _DELETE, _TRUNCATE]] = [0, 1, 2, 3]
 
 
 @dataclass(frozen=True)
@@ -405,10 +415,9 @@ class ChangeCapture:
 
     def _verify_landed(self, manifest: Manifest) -> None:
         digest = hashlib.sha256()
-        with self._peek(manifest.end, None) as rows:
-            for lsn, data in rows:
-                digest.update(lsn.to_bytes(8, "big"))
-                digest.update(data)
+        with self._peek(manifest.end, None) as chunks:
+            for frames in chunks:
+                digest.update(b"".join(frames))
         if digest.hexdigest() != manifest.source_digest:
             raise PositionMismatchError(
                 f"batch {manifest.name} re-read from slot {self.config.slot_name} differs from"
@@ -516,12 +525,12 @@ class ChangeCapture:
         write_state(self.config.changelog_dir, self._state)
 
     @contextmanager
-    def _peek(self, upto: Lsn, limit: int | None) -> Iterator[Iterator[tuple[int, bytes]]]:
-        """Stream the slot's changes up to ``upto`` through a server-side cursor.
+    def _peek(self, upto: Lsn, limit: int | None) -> Iterator[Iterator[list[bytes]]]:
+        """Stream the slot's changes up to ``upto`` through a server-side cursor, as frames.
 
         The peek function materialises its result on the server (spilling to a temp file past
-        work_mem); the named cursor then hands it over ``fetch_rows`` at a time, so the client
-        never holds more than one fetch of raw messages.
+        work_mem); the named cursor then hands it over ``fetch_rows`` frames at a time, so the
+        client never holds more than one fetch of raw messages.
         """
         conn = self.conn
         with conn.transaction():
@@ -529,16 +538,16 @@ class ChangeCapture:
                 "select set_config('statement_timeout', %s, true)",
                 (f"{int(self.config.statement_timeout_s * 1000)}ms",),
             )
-            with conn.cursor(name="ledger_cdc_peek", binary=True) as cur:
+            with conn.cursor(name="ledger_cdc_peek", binary=True, row_factory=scalar_row) as cur:
                 cur.execute(
                     _PEEK, (self.config.slot_name, str(upto), limit, self.config.publication)
                 )
 
-                def rows() -> Iterator[tuple[int, bytes]]:
-                    while batch := cur.fetchmany(self.config.fetch_rows):
-                        yield from batch
+                def chunks() -> Iterator[list[bytes]]:
+                    while frames := cur.fetchmany(self.config.fetch_rows):
+                        yield frames
 
-                yield rows()
+                yield chunks()
 
     def _read_into(
         self, writer: BatchWriter, upto: Lsn
@@ -546,100 +555,233 @@ class ChangeCapture:
         """Decode one bounded read into ``writer``; stop only at a commit."""
         config = self.config
         read = _Read(digest=hashlib.sha256())
-        decoder = _Decoder(config, self.state.relations, writer)
+        decoder = _Decoder(config, self.state.relations, writer, read)
         deadline = time.monotonic() + config.max_seconds
-        with self._peek(upto, config.max_changes) as rows:
-            for lsn, data in rows:
-                read.rows_seen += 1
-                read.digest.update(lsn.to_bytes(8, "big"))
-                read.digest.update(data)
-                op = _ROW_OPS.get(data[0])
-                if op is not None:
-                    decoder.row(lsn, op, data)
-                    continue
-                message = decode(data)
-                if isinstance(message, Commit):
-                    decoder.commit(message)
-                    read.transactions += 1
-                    read.changes = decoder.changes
-                    read.last_end = message.end_lsn
-                    read.first_ts = read.first_ts or message.commit_ts_us
-                    read.last_ts = message.commit_ts_us
-                    if time.monotonic() >= deadline:
+        with self._peek(upto, config.max_changes) as chunks:
+            for frames in chunks:
+                chunk = _Chunk.of(frames)
+                stop = len(frames)
+                if time.monotonic() >= deadline:
+                    # Past the time bound: end at the chunk's first commit (checked once per
+                    # fetch; a transaction is never split).
+                    commits = np.flatnonzero(chunk.tags == _COMMIT)
+                    if len(commits):
+                        stop = int(commits[0]) + 1
                         read.stopped_early = True
-                        break
-                else:
-                    decoder.feed(lsn, message)
+                decoder.feed(chunk, stop)
+                read.rows_seen += stop
+                read.digest.update(memoryview(chunk.raw)[: chunk.offsets[stop]])
+                if read.stopped_early:
+                    break
         if decoder.in_transaction:
             raise DecodeError("the peek ended inside a transaction")
         return read, decoder.schema_changes, decoder.truncated, decoder.added_columns
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """One fetch of frames (tuples.py: 8-byte LSN, then the message), as one buffer."""
+
+    raw: bytes
+    buffer: U8
+    #: ``len + 1`` offsets of the frames in ``raw``.
+    offsets: I64
+    #: Every frame's pgoutput message type byte.
+    tags: U8
+    frames: pa.LargeBinaryArray
+
+    @classmethod
+    def of(cls, frames: list[bytes]) -> _Chunk:
+        raw = b"".join(frames)
+        sizes = np.fromiter(map(len, frames), np.int64, len(frames))
+        if np.any(sizes <= LSN_BYTES):
+            raise DecodeError("the peek returned an empty pgoutput message")
+        offsets = np.zeros(len(frames) + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        buffer = np.frombuffer(raw, np.uint8)
+        array = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), len(frames), [None, pa.py_buffer(offsets), pa.py_buffer(raw)]
+        )
+        return cls(raw, buffer, offsets, buffer[offsets[:-1] + LSN_BYTES], array)
+
+    def message(self, index: int) -> bytes:
+        return self.raw[int(self.offsets[index]) + LSN_BYTES : int(self.offsets[index + 1])]
+
+    def words(self, rows: I64, at: int, size: int) -> npt.NDArray[np.uint64]:
+        """The big-endian unsigned ``size``-byte integer at offset ``at`` of each frame."""
+        raw = self.buffer[(self.offsets[rows] + at)[:, np.newaxis] + np.arange(size)]
+        words: npt.NDArray[np.uint64] = raw.view(f">u{size}").ravel().astype(np.uint64)
+        return words
+
+
+@dataclass(frozen=True)
+class _Context:
+    """The transaction each message of a chunk belongs to, column-major."""
+
+    #: Per message: the index into the arrays below (0: the transaction open before the chunk).
+    index: I64
+    commit_lsn: npt.NDArray[np.uint64]
+    xid: npt.NDArray[np.uint32]
+    commit_ts: I64
+    #: Changes of the transaction before the chunk's first message, as ``seq = counted - base``.
+    base: I64
+    #: Per message: changes before it in the chunk (an exclusive running count).
+    counted: I64
+
+
 class _Decoder:
-    """Turns one read's pgoutput messages into change-log rows."""
+    """Turns one read's pgoutput messages into change-log rows, a fetched chunk at a time.
+
+    Only the few messages that are not row changes (Begin, Commit, Relation, Truncate, ...)
+    are decoded one by one; every row change gets its transaction's commit LSN, xid, commit
+    time and ``seq`` from array arithmetic over the chunk and goes to the writer still raw,
+    a table at a time (tuples.py parses it when its part is flushed).
+    """
 
     def __init__(
         self,
         config: CaptureConfig,
         known: dict[str, KnownRelation],
         writer: BatchWriter,
+        read: _Read,
     ) -> None:
         self.schema = config.schema
         self.tables = {t.name: t for t in config.tables}
         self.writer = writer
+        self.read = read
         self.by_oid: dict[int, TableLayout] = {}
         self.known = dict(known)
         self.schema_changes: list[str] = []
         #: (table, column) of every column added since the last known relation.
         self.added_columns: list[tuple[str, str]] = []
         self.truncated: list[str] = []
-        self.changes = 0
         self.in_transaction = False
-        self._commit_lsn = 0
-        self._xid = 0
-        self._ts = 0
+        #: The open transaction: (commit_lsn, xid, commit_ts_us), and its changes so far.
+        self._open = (0, 0, 0)
         self._seq = 0
 
-    def commit(self, message: Commit) -> None:
-        if not self.in_transaction or message.commit_lsn != self._commit_lsn:
-            raise DecodeError(f"commit {message.commit_lsn} without its begin")
-        self.in_transaction = False
+    def feed(self, chunk: _Chunk, stop: int) -> None:
+        """Decode the first ``stop`` messages of ``chunk``."""
+        tags = chunk.tags[:stop]
+        is_row = (tags == _INSERT) | (tags == _UPDATE) | (tags == _DELETE)
+        weights = is_row.astype(np.int64)
+        begins: list[tuple[int, Begin]] = []
+        splits: list[tuple[int, Relation | Truncate]] = []
+        is_open = np.zeros(stop, np.bool_)
+        opened, at = self.in_transaction, 0
+        for index in np.flatnonzero(~is_row).tolist():
+            is_open[at:index] = opened
+            at = index + 1
+            message = decode(chunk.message(index))
+            if isinstance(message, Begin):
+                if opened:
+                    raise DecodeError(f"begin of {message.final_lsn} inside a transaction")
+                opened = True
+                begins.append((index, message))
+            elif isinstance(message, Commit):
+                final = begins[-1][1].final_lsn if begins else self._open[0]
+                if not opened or message.commit_lsn != final:
+                    raise DecodeError(f"commit {message.commit_lsn} without its begin")
+                opened = False
+                self._committed(message)
+            elif isinstance(message, Relation | Truncate):
+                splits.append((index, message))
+                if isinstance(message, Truncate):
+                    weights[index] = len(message.relation_oids)
+            elif isinstance(message, Insert | Update | Delete):
+                raise DecodeError("row change routed to the message decoder")
+            # Type, Origin and Message carry nothing the lake stores: Type only precedes a
+            # Relation using a non-built-in type (which column_type rejects), Origin names
+            # where a replicated change came from, and logical messages are not requested.
+        is_open[at:stop] = opened
+        if not np.all(is_open[is_row]):
+            raise DecodeError("a row change outside a transaction")
+        context = self._context(begins, weights, stop)
+        low = 0
+        for index, split in [*splits, (stop, None)]:
+            self._rows(chunk, np.flatnonzero(is_row[low:index]) + low, context)
+            if isinstance(split, Relation):
+                self._relation(split)
+            elif isinstance(split, Truncate):
+                self._truncate(chunk, index, split, context)
+            low = index + 1
+        self.in_transaction = opened
+        if begins:
+            begin = begins[-1][1]
+            self._open = (begin.final_lsn, begin.xid, begin.commit_ts_us)
+        # The open transaction's changes so far, where the next chunk's count starts.
+        self._seq = int(context.counted[stop] - context.base[-1])
 
-    def row(self, lsn: int, op: str, data: bytes) -> None:
-        """An Insert, Update or Delete, kept raw until its table part is flushed."""
-        layout = self._layout(int.from_bytes(data[1:5], "big"))
-        self._add(layout, lsn, op, data)
+    def _context(self, begins: list[tuple[int, Begin]], weights: I64, stop: int) -> _Context:
+        counted = np.zeros(stop + 1, np.int64)
+        np.cumsum(weights, out=counted[1:])
+        positions = np.array([index for index, _ in begins], np.int64)
+        is_begin = np.zeros(stop, np.int64)
+        is_begin[positions] = 1
+        self.read.changes += int(counted[stop])
+        opened = [(self._open, -self._seq)] + [
+            ((b.final_lsn, b.xid, b.commit_ts_us), int(counted[i])) for i, b in begins
+        ]
+        return _Context(
+            index=np.cumsum(is_begin),
+            commit_lsn=np.array([o[0][0] for o in opened], np.uint64),
+            xid=np.array([o[0][1] for o in opened], np.uint32),
+            commit_ts=np.array([o[0][2] for o in opened], np.int64),
+            base=np.array([o[1] for o in opened], np.int64),
+            counted=counted,
+        )
 
-    def feed(self, lsn: int, message: object) -> None:
-        if isinstance(message, Begin):
-            self.in_transaction = True
-            self._commit_lsn, self._xid = message.final_lsn, message.xid
-            self._ts = message.commit_ts_us
-            self._seq = 0
-        elif isinstance(message, Relation):
-            self._relation(message)
-        elif isinstance(message, Truncate):
-            for oid in message.relation_oids:
-                layout = self._layout(oid)
-                self.truncated.append(layout.table)
-                self._add(layout, lsn, "truncate", None)
-        elif isinstance(message, Insert | Update | Delete):
-            raise DecodeError("row change routed to the message decoder")
-        # Type, Origin and Message carry nothing the lake stores: Type only precedes a
-        # Relation using a non-built-in type (which column_type rejects), Origin names where
-        # a replicated change came from, and logical messages are not requested.
+    def _committed(self, message: Commit) -> None:
+        read = self.read
+        read.transactions += 1
+        read.last_end = message.end_lsn
+        read.first_ts = read.first_ts or message.commit_ts_us
+        read.last_ts = message.commit_ts_us
+
+    def _rows(self, chunk: _Chunk, rows: I64, context: _Context) -> None:
+        """Queue the row changes at ``rows`` (chunk positions, in order) for their tables."""
+        if not len(rows):
+            return
+        oids = chunk.words(rows, LSN_BYTES + 1, 4)
+        for oid in np.unique(oids).tolist():
+            mine = rows[oids == oid]
+            txn = context.index[mine]
+            seq = context.counted[mine] - context.base[txn]
+            pending = _pending(
+                context.commit_lsn[txn],
+                seq,
+                chunk.words(mine, 0, 8),
+                context.xid[txn],
+                context.commit_ts[txn],
+                _OP_INDEX[chunk.tags[mine]],
+                chunk.frames.take(pa.array(mine)),
+            )
+            self.writer.add(self._layout(int(oid)).table, pending)
+
+    def _truncate(self, chunk: _Chunk, index: int, message: Truncate, context: _Context) -> None:
+        """Queue one row without images per truncated table (they count as changes)."""
+        txn = context.index[index : index + 1]
+        first = context.counted[index] - context.base[txn]
+        lsn = chunk.words(np.array([index]), 0, 8)
+        for offset, oid in enumerate(message.relation_oids):
+            layout = self._layout(oid)
+            self.truncated.append(layout.table)
+            pending = _pending(
+                context.commit_lsn[txn],
+                first + offset,
+                lsn,
+                context.xid[txn],
+                context.commit_ts[txn],
+                _OP_INDEX[np.array([_TRUNCATE], np.uint8)],
+                pa.array([b""], pa.large_binary()),
+            )
+            self.writer.add(layout.table, pending)
 
     def _layout(self, oid: int) -> TableLayout:
         layout = self.by_oid.get(oid)
         if layout is None:
             raise DecodeError(f"change for relation oid {oid} before its Relation message")
         return layout
-
-    def _add(self, layout: TableLayout, lsn: int, op: str, data: bytes | None) -> None:
-        row: PendingRow = (self._commit_lsn, self._seq, lsn, self._xid, self._ts, op, data)
-        self.writer.add(layout.table, row)
-        self._seq += 1
-        self.changes += 1
 
     def _relation(self, relation: Relation) -> None:
         table = self.tables.get(relation.name)
@@ -667,6 +809,28 @@ class _Decoder:
             layout = current
         self.by_oid[relation.oid] = layout
         self.known[relation.name] = KnownRelation(relation.oid, specs)
+
+
+def _pending(
+    commit_lsn: npt.NDArray[np.uint64],
+    seq: I64,
+    lsn: npt.NDArray[np.uint64],
+    xid: npt.NDArray[np.uint32],
+    commit_ts: I64,
+    op: npt.NDArray[np.int8],
+    frames: pa.Array,
+) -> pa.RecordBatch:
+    """Change-log rows waiting for their part's flush (changelog.PENDING_SCHEMA)."""
+    arrays = [
+        pa.array(commit_lsn, pa.uint64()),
+        pa.array(seq.astype(np.uint32), pa.uint32()),
+        pa.array(lsn, pa.uint64()),
+        pa.array(xid, pa.uint32()),
+        pa.array(commit_ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        _OP_NAMES.take(pa.array(op)),
+        frames,
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=PENDING_SCHEMA)
 
 
 def _refuse_filled_added_columns(

@@ -8,6 +8,11 @@ step every row's cursor past its value. The values are then gathered into Arrow 
 without a Python object per value. :func:`ledger_assets.lib.cdc.pgoutput.decode` remains the
 reference decoder and a test checks the two agree.
 
+Messages arrive as *frames*: a frame is the message's 8-byte big-endian LSN followed by the
+pgoutput bytes, exactly as the capture hashes and reads them (see ``capture._PEEK``), and the
+rows of a part are one Arrow ``large_binary`` array of frames (an empty frame is a row without
+a message: a TRUNCATE).
+
 Layouts handled (pgoutput v1)::
 
     I oid 'N' new
@@ -17,7 +22,6 @@ Layouts handled (pgoutput v1)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,6 +40,8 @@ _O, _K, _NEW = ord("O"), ord("K"), ord("N")
 _I, _D = ord("I"), ord("D")
 #: Kind recorded for a row that has no such image (an insert's old row, a delete's new row).
 ABSENT: Final = 0
+#: Bytes of the LSN that starts every frame.
+LSN_BYTES: Final = 8
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,18 @@ class ParsedRows:
     old_marker: U8
 
 
-def parse_rows(messages: Sequence[bytes | None], width: int, table: str) -> ParsedRows:
-    """Parse every row image of ``messages`` (None for a TRUNCATE row, which has none).
+def frame_bounds(frames: pa.LargeBinaryArray) -> tuple[U8, I64]:
+    """The data buffer of ``frames`` and its ``len + 1`` offsets into it (no copy)."""
+    _, offsets, data = frames.buffers()
+    # A large_binary array always has both buffers.
+    assert offsets is not None
+    assert data is not None
+    bounds = np.frombuffer(offsets, np.int64)[frames.offset : frames.offset + len(frames) + 1]
+    return np.frombuffer(data, np.uint8), bounds
+
+
+def parse_rows(frames: pa.LargeBinaryArray, width: int, table: str) -> ParsedRows:
+    """Parse every row image of ``frames`` (an empty frame for a TRUNCATE row, which has none).
 
     Unchanged-TOAST values (``'u'``) in the new image are resolved from the full old image.
 
@@ -67,17 +83,16 @@ def parse_rows(messages: Sequence[bytes | None], width: int, table: str) -> Pars
         ToastValueUnavailableError: when a ``'u'`` value has no full old row to come from.
     """
     try:
-        return _parse_rows(messages, width, table)
+        return _parse_rows(frames, width, table)
     except IndexError as exc:
         raise DecodeError(f"{table}: truncated pgoutput row message") from exc
 
 
-def _parse_rows(messages: Sequence[bytes | None], width: int, table: str) -> ParsedRows:
-    count = len(messages)
-    lengths = np.fromiter((0 if m is None else len(m) for m in messages), np.int64, count)
-    buffer = np.frombuffer(b"".join(m for m in messages if m is not None), np.uint8)
-    starts = np.zeros(count, np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
+def _parse_rows(frames: pa.LargeBinaryArray, width: int, table: str) -> ParsedRows:
+    count = len(frames)
+    buffer, bounds = frame_bounds(frames)
+    starts = bounds[:-1] + LSN_BYTES
+    lengths = np.maximum(np.diff(bounds) - LSN_BYTES, 0)
     is_row = lengths > 0
     rows = np.nonzero(is_row)[0]
     tags = buffer[starts[rows]]
@@ -114,6 +129,9 @@ class _Sub:
     end: I64
 
 
+_WORD: Final = np.arange(4)
+
+
 def _parse_images(buffer: U8, cursor: I64, width: int, table: str) -> _Sub:
     """Walk TupleData blocks starting at ``cursor`` (one per row), a column at a time."""
     rows = len(cursor)
@@ -131,12 +149,7 @@ def _parse_images(buffer: U8, cursor: I64, width: int, table: str) -> _Sub:
         if np.any(~(text | (kind == _N) | (kind == _U))):
             raise DecodeError(f"{table}: tuple value kind other than 't', 'n' or 'u'")
         at = cursor[text] + 1
-        size = (
-            (buffer[at].astype(np.int64) << 24)
-            | (buffer[at + 1].astype(np.int64) << 16)
-            | (buffer[at + 2].astype(np.int64) << 8)
-            | buffer[at + 3]
-        )
+        size = buffer[at[:, np.newaxis] + _WORD].view(">i4").ravel().astype(np.int64)
         lengths[column, text] = size
         starts[column] = cursor + 5
         cursor = cursor + 1
@@ -173,21 +186,24 @@ def _fill_unchanged(new: Images, old: Images, old_marker: U8, table: str) -> Non
 
 
 def binary_column(buffer: U8, images: Images, column: int) -> pa.Array:
-    """Column ``column`` of ``images`` as an Arrow large_binary array (NULL where not 't')."""
+    """Column ``column`` of ``images`` as an Arrow large_binary array (NULL where not 't').
+
+    The values lie in ``buffer`` in row order (each inside its own row's message), so they and
+    the gaps between them form one valid binary array over the buffer: element ``2i`` is row
+    ``i``'s value, element ``2i + 1`` the bytes up to the next one. Taking the even elements
+    copies the values out in C++ (a NULL index gives a NULL value), with no per-byte index.
+    """
     valid = images.kinds[column] == _T
-    sizes = np.where(valid, images.lengths[column], 0)
-    offsets = np.zeros(len(sizes) + 1, np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    # Index of every byte to gather: each value's start, then consecutive positions.
-    starts = images.starts[column][valid]
-    gather = np.repeat(starts - offsets[:-1][valid], sizes[valid]) + np.arange(
-        offsets[-1], dtype=np.int64
+    count = len(valid)
+    ends = np.maximum.accumulate(np.where(valid, images.starts[column] + images.lengths[column], 0))
+    # A NULL takes an empty slice at the end of the previous value, keeping offsets monotonic.
+    starts = np.where(valid, images.starts[column], ends)
+    offsets = np.empty(2 * count + 1, np.int64)
+    offsets[0 : 2 * count : 2] = starts
+    offsets[1 : 2 * count : 2] = ends
+    offsets[2 * count] = ends[-1] if count else 0
+    interleaved = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), 2 * count, [None, pa.py_buffer(offsets), pa.py_buffer(buffer)]
     )
-    data = buffer[gather]
-    validity = np.packbits(valid, bitorder="little")
-    return pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(),
-        len(sizes),
-        [pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)],
-        null_count=int(len(sizes) - valid.sum()),
-    )
+    even = pa.array(np.arange(0, 2 * count, 2, dtype=np.int64), mask=~valid)
+    return interleaved.take(even)

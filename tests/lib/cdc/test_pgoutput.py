@@ -49,6 +49,14 @@ def tuple_data(*values: bytes | object | None) -> bytes:
     return out
 
 
+def frames(messages: list[bytes | None]) -> pa.LargeBinaryArray:
+    """Messages framed as the capture reads them (8-byte LSN first); None: a truncate row."""
+    return pa.array(
+        [b"" if m is None else struct.pack("!Q", 16 * n) + m for n, m in enumerate(messages)],
+        pa.large_binary(),
+    )
+
+
 def test_begin_and_commit() -> None:
     begin = decode(b"B" + struct.pack("!QqI", 0x1_0000_0010, 1_000_000, 742))
     assert begin == Begin(Lsn(0x1_0000_0010), 1_000_000 + PG_EPOCH_OFFSET_US, 742)
@@ -229,7 +237,7 @@ def test_vectorised_row_parser_agrees_with_the_reference_decoder(seed: int) -> N
             messages.append(b"D" + oid + b"O" + tuple_data(*old))
         else:
             messages.append(None)
-    parsed = parse_rows(messages, width, "t")
+    parsed = parse_rows(frames(messages), width, "t")
     new_columns = [binary_column(parsed.buffer, parsed.new, c).to_pylist() for c in range(width)]
     old_columns = [binary_column(parsed.buffer, parsed.old, c).to_pylist() for c in range(width)]
     for row, raw in enumerate(messages):
@@ -254,4 +262,4 @@ def test_unchanged_toast_without_a_full_old_row_fails_closed() -> None:
     oid = struct.pack("!I", 9)
     message = b"U" + oid + b"N" + tuple_data(b"id", UNCHANGED_TOAST)
     with pytest.raises(ToastValueUnavailableError, match="REPLICA IDENTITY FULL"):
-        parse_rows([message], 2, "t")
+        parse_rows(frames([message]), 2, "t")
