@@ -163,6 +163,29 @@ def test_batch_rewrites_only_touched_partitions(world: Any) -> None:
     )  # fmt: skip
 
 
+def test_the_last_change_per_key_wins_in_any_row_order(world: Any) -> None:
+    """Change order is (commit_lsn, seq), not row order; an update that changes the primary
+    key removes the old key."""
+    _, layout, lake_table = world
+    a_at = datetime(2024, 3, 10, 4, 30, tzinfo=UTC)
+    batch = changes(
+        lake_table,
+        ("insert", charge_row("ch_k1", 1, a_at), None),
+        ("update", charge_row("ch_k2", 1, a_at, amount=5), charge_row("ch_k1", 1, a_at)),
+        ("update", charge_row("ch_a", 1, a_at, amount=7), charge_row("ch_a", 1, a_at)),
+        ("update", charge_row("ch_a", 1, a_at, amount=8), charge_row("ch_a", 1, a_at, amount=7)),
+        ("delete", None, charge_row("ch_k2", 1, a_at, amount=5)),
+        ("insert", charge_row("ch_k2", 1, a_at, amount=6), None),
+    )
+    apply_changes(layout, lake_table, ZONES, batch.take([5, 3, 1, 4, 0, 2]))
+    con = duckdb.connect()
+    create_lake_view(con, layout, lake_table)
+    rows = con.execute(
+        "select id, amount, _lsn from stripe_charges where local_date = '2024-03-09' order by id"
+    ).fetchall()
+    assert rows == [("ch_a", 8, 103), ("ch_k2", 6, 105)]
+
+
 def test_reapplying_a_batch_changes_nothing(world: Any) -> None:
     _, layout, lake_table = world
     batch = changes(

@@ -91,7 +91,7 @@ def test_days_are_the_applys_icu_days_and_each_day_is_one_sorted_file(
         assert set(day.column("_lsn").to_pylist()) == {0}
         folder_day = path.parent.name.removeprefix("local_date=")
         assert {d.isoformat() for d in day.column("local_date").to_pylist()} == {folder_day}
-        # The apply's own expression (apply._local_date_sql), one zone per row.
+        # A per-row zone column, independent of the one-branch-per-zone CASE both writers use.
         wrong = con.execute(
             "select count(*) from day d join zones z using (tenant_id) "
             "where cast(timezone(z.zone, d.created) as date) <> d.local_date"

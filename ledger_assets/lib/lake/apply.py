@@ -12,7 +12,10 @@ For one table and one change-log batch:
 
 Re-applying a batch (after a crash between partition writes) yields the same content: step 2
 depends only on the batch, and step 3 removes every changed key before adding its final image.
-The set logic runs in DuckDB over Arrow, so a batch of a million changes is a few queries.
+Everything is column-at-a-time: the last change per key is a hash aggregate over the keys and
+change positions only (the row images are then gathered by position, never carried through a
+sort or a hash table), the local days come from one DuckDB projection (``localday``), and the
+new partition contents are Arrow filters, a concatenation and one sort.
 """
 
 from __future__ import annotations
@@ -20,12 +23,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.localday import ZONE_CODE, local_date_sql, zone_code_of
 from ledger_assets.lib.lake.schema import LOCAL_DATE, ROW_LSN, LakeTable
-from ledger_assets.lib.lake.store import PartitionWrite, read_partitions, write_partition
+from ledger_assets.lib.lake.store import (
+    PartitionWrite,
+    conform_to_schema,
+    read_partitions,
+    write_partition,
+)
 
 
 class TruncateNotAppliedError(RuntimeError):
@@ -40,42 +51,116 @@ class UnknownTenantZoneError(LookupError):
     """A row belongs to a tenant whose time zone the lake does not know."""
 
 
-def _local_date_sql(lake_table: LakeTable, row: str) -> str:
-    day = lake_table.spec.day_column
-    if lake_table.spec.day_kind == "local_date":
-        return f"{row}.{day}"
-    return f"cast(timezone(z.time_zone, {row}.{day}) as date)"
+def _local_dates(
+    lake_table: LakeTable, zones: Mapping[int, str], images: pa.Array | pa.ChunkedArray
+) -> pa.Table:
+    """``tenant_id`` and ``local_date`` of every non-NULL row image, in order.
 
-
-def _zones_table(zones: Mapping[int, str]) -> pa.Table:
-    return pa.table(
+    Raises:
+        UnknownTenantZoneError: an instant-dated table's row has a tenant without a zone (a
+            table dated by a local date column needs no zone).
+    """
+    spec = lake_table.spec
+    present = pc.filter(images, pc.is_valid(images))
+    tenants = pc.struct_field(present, "tenant_id")
+    rows = pa.table(
         {
-            "tenant_id": pa.array(list(zones), pa.int32()),
-            "time_zone": pa.array(list(zones.values()), pa.string()),
+            "tenant_id": tenants,
+            spec.day_column: pc.struct_field(present, spec.day_column),
+            ZONE_CODE: zone_code_of(tenants, zones),
         }
+    )
+    if spec.day_kind == "local_date":
+        return pa.table({"tenant_id": tenants, LOCAL_DATE: rows.column(spec.day_column)})
+    day, params = local_date_sql(lake_table, zones, "r", ZONE_CODE)
+    con = duckdb.connect()
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        con.register("r", rows)
+        # A projection of one scan: DuckDB keeps the rows in order (preserve_insertion_order).
+        days = con.execute(f"select {day} from r", params).to_arrow_table().column(0)  # noqa: S608
+    finally:
+        con.close()
+    if rows.column(ZONE_CODE).null_count:
+        missing = pc.unique(pc.filter(tenants, pc.is_null(rows.column(ZONE_CODE))))
+        raise UnknownTenantZoneError(
+            f"{lake_table.name}: no time zone for tenant(s) {sorted(missing.to_pylist())}; the"
+            " tenant rows must be in the system of record before their facts"
+        )
+    return pa.table({"tenant_id": tenants, LOCAL_DATE: days})
+
+
+def _partitions(lake_table: LakeTable, days: list[pa.Table]) -> list[PartitionKey]:
+    pairs = pa.concat_tables(days).group_by(["tenant_id", LOCAL_DATE]).aggregate([])
+    return sorted(
+        PartitionKey(lake_table.name, int(t), d)
+        for t, d in zip(
+            pairs.column("tenant_id").to_pylist(), pairs.column(LOCAL_DATE).to_pylist(), strict=True
+        )
+        if t is not None and d is not None
     )
 
 
-def touched_partitions(con: duckdb.DuckDBPyConnection, lake_table: LakeTable) -> list[PartitionKey]:
-    """Partitions named by the old and new rows of the registered ``changes``."""
-    parts = [
-        f"select c.{image}.tenant_id as tenant_id, {_local_date_sql(lake_table, f'c.{image}')} "  # noqa: S608
-        "as local_date, z.tenant_id is null as zone_missing "
-        f"from changes c left join zones z on z.tenant_id = c.{image}.tenant_id "
-        f"where c.{image} is not null and c.{image}.tenant_id is not null"
-        for image in ("old", "new")
-    ]
-    union = " union all ".join(parts)
-    rows = con.execute(
-        f"select distinct tenant_id, local_date, zone_missing from ({union})"  # noqa: S608
-    ).fetchall()
-    missing = sorted({int(t) for t, _, gone in rows if gone})
-    if missing and lake_table.spec.day_kind == "instant":
-        raise UnknownTenantZoneError(
-            f"{lake_table.name}: no time zone for tenant(s) {missing}; the tenant rows must be "
-            "in the system of record before their facts"
-        )
-    return sorted(PartitionKey(lake_table.name, int(t), d) for t, d, _ in rows)
+def touched_partitions(
+    changes: pa.Table, lake_table: LakeTable, zones: Mapping[int, str]
+) -> list[PartitionKey]:
+    """Partitions named by the old and new rows of ``changes`` (change-log records)."""
+    return _partitions(
+        lake_table,
+        [_local_dates(lake_table, zones, changes.column(image)) for image in ("old", "new")],
+    )
+
+
+def _change_order(changes: pa.Table) -> npt.NDArray[np.int64]:
+    """Each change's rank in ``(commit_lsn, seq)`` order (the change log is usually in it)."""
+    commit_lsn = changes.column("commit_lsn").to_numpy()
+    seq = changes.column("seq").to_numpy()
+    ordered = np.all(
+        (commit_lsn[1:] > commit_lsn[:-1])
+        | ((commit_lsn[1:] == commit_lsn[:-1]) & (seq[1:] > seq[:-1]))
+    )
+    if ordered:
+        return np.arange(changes.num_rows, dtype=np.int64)
+    rank = np.empty(changes.num_rows, np.int64)
+    rank[np.lexsort((seq, commit_lsn))] = np.arange(changes.num_rows)
+    return rank
+
+
+def _last_changes(changes: pa.Table, pk: str) -> tuple[pa.Array, npt.NDArray[np.int64]]:
+    """Every changed key, and the positions of the changes whose new image is a key's last.
+
+    A key's last change is its latest in ``(commit_lsn, seq)`` order among: inserts and updates
+    (an image under the new key), deletes (gone), and updates that changed the key (the old key
+    is gone). At most one of these per key and change, so ``rank * 2 + is_image`` ranks them
+    and its maximum per key says both which change won and whether it left an image.
+    """
+    op = changes.column("op")
+    rank = _change_order(changes)
+    is_image = pc.is_in(op, pa.array(["insert", "update"])).to_numpy(zero_copy_only=False)
+    is_delete = pc.equal(op, "delete").to_numpy(zero_copy_only=False)
+    new_key = pc.struct_field(changes.column("new"), pk)
+    old_key = pc.struct_field(changes.column("old"), pk)
+    moved = pc.fill_null(
+        pc.and_(pc.equal(op, "update"), pc.not_equal(old_key, new_key)), False
+    ).to_numpy(zero_copy_only=False)
+    entries = pa.table(
+        {
+            "k": pa.chunked_array(
+                [
+                    *pc.filter(new_key, is_image).chunks,
+                    *pc.filter(changes.column("key"), is_delete).chunks,
+                    *pc.filter(old_key, moved).chunks,
+                ],
+                new_key.type,
+            ),
+            "r": np.concatenate([rank[is_image] * 2 + 1, rank[is_delete] * 2, rank[moved] * 2]),
+        }
+    )
+    last = entries.group_by("k").aggregate([("r", "max")])
+    won = last.column("r_max").to_numpy()
+    at = np.empty(changes.num_rows, np.int64)
+    at[rank] = np.arange(changes.num_rows)  # position of each rank
+    return last.column("k"), at[won[won % 2 == 1] // 2]
 
 
 def apply_changes(
@@ -117,59 +202,38 @@ def apply_changes(
             "(see migration 0002), then a re-snapshot"
         )
     pk = lake_table.spec.primary_key
-    con = duckdb.connect()
-    try:
-        con.execute("set TimeZone = 'UTC'")
-        con.register("changes", changes)
-        con.register("zones", _zones_table(zones))
-        touched = touched_partitions(con, lake_table)
-        current = read_partitions(layout, lake_table, touched)
-        con.register("cur", current)
-        con.execute(
-            f"""
-            create temp table last_images as
-            with ordered as (
-                select row_number() over (order by commit_lsn, seq) as ord, * from changes
-            ), images as (
-                select ord, new.{pk} as k, new as img, commit_lsn from ordered
-                where op in ('insert', 'update')
-                union all
-                select ord, key as k, null as img, commit_lsn from ordered where op = 'delete'
-                union all
-                select ord, old.{pk} as k, null as img, commit_lsn from ordered
-                where op = 'update' and old is not null and old.{pk} is distinct from new.{pk}
-            )
-            select k, img, commit_lsn from images
-            qualify row_number() over (partition by k order by ord desc) = 1
-            """  # noqa: S608 - identifiers come from the catalog, values are never formatted
-        )
-        result = con.execute(
-            f"""
-            select c.* from cur c anti join last_images l on c.{pk} = l.k
-            union all by name
-            select unnest(l.img), {_local_date_sql(lake_table, "l.img")} as {LOCAL_DATE},
-                   cast(l.commit_lsn as bigint) as {ROW_LSN}
-            from last_images l left join zones z on z.tenant_id = l.img.tenant_id
-            where l.img is not null
-            order by tenant_id, {LOCAL_DATE}
-            """  # noqa: S608
-        ).to_arrow_table()
-    finally:
-        con.close()
-    return _write_touched(layout, lake_table, touched, result, current)
+    changes = changes.combine_chunks()
+    changed_keys, last = _last_changes(changes, pk)
+    old_days = _local_dates(lake_table, zones, changes.column("old"))
+    new_days = _local_dates(lake_table, zones, changes.column("new"))
+    touched = _partitions(lake_table, [old_days, new_days])
+    # Every insert and update has a new image, so the n-th of them is the n-th new_days row.
+    new_row = np.cumsum(pc.is_valid(changes.column("new")).to_numpy(zero_copy_only=False)) - 1
+    images = pa.Table.from_struct_array(changes.column("new").take(last))
+    images = images.append_column(LOCAL_DATE, new_days.column(LOCAL_DATE).take(new_row[last]))
+    images = images.append_column(ROW_LSN, changes.column("commit_lsn").take(last).cast(pa.int64()))
+    current = read_partitions(layout, lake_table, touched)
+    gone = pc.is_in(current.column(pk), value_set=changed_keys.combine_chunks())
+    kept = current.filter(pc.invert(gone))
+    result = pa.concat_tables([kept, conform_to_schema(images, lake_table.schema)])
+    order = [("tenant_id", "ascending"), (LOCAL_DATE, "ascending")]
+    rows, current = result.sort_by(order), current.sort_by(order)
+    return _write_touched(layout, lake_table, touched, rows, current)
 
 
 def _partition_bounds(rows: pa.Table) -> dict[tuple[int, object], tuple[int, int]]:
     """Row ranges per (tenant, local day) of ``rows``, which are sorted by those two."""
-    tenants = rows.column("tenant_id").to_numpy(zero_copy_only=False)
-    days = rows.column(LOCAL_DATE).to_pylist()
-    bounds: dict[tuple[int, object], tuple[int, int]] = {}
-    start = 0
-    for i in range(1, rows.num_rows + 1):
-        if i == rows.num_rows or tenants[i] != tenants[start] or days[i] != days[start]:
-            bounds[(int(tenants[start]), days[start])] = (start, i)
-            start = i
-    return bounds
+    if rows.num_rows == 0:
+        return {}
+    tenants = rows.column("tenant_id").to_numpy()
+    days = rows.column(LOCAL_DATE).cast(pa.int32()).to_numpy()
+    cuts = np.flatnonzero((tenants[1:] != tenants[:-1]) | (days[1:] != days[:-1])) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [rows.num_rows]])
+    keys = zip(
+        tenants[starts].tolist(), rows.column(LOCAL_DATE).take(starts).to_pylist(), strict=True
+    )
+    return {key: (int(lo), int(hi)) for key, lo, hi in zip(keys, starts, ends, strict=True)}
 
 
 def _write_touched(
@@ -180,7 +244,6 @@ def _write_touched(
     current: pa.Table,
 ) -> list[PartitionWrite]:
     new_bounds = _partition_bounds(rows)
-    current = current.sort_by([("tenant_id", "ascending"), (LOCAL_DATE, "ascending")])
     old_bounds = _partition_bounds(current)
     writes = []
     for key in touched:

@@ -11,7 +11,7 @@ Why not DuckDB's ``COPY ... PARTITION_BY``: at one file per day it spent most of
 opening, flushing and merging per-day files (several per day, merged again afterwards), and the
 per-row ``timezone(<zone column>, ts)`` re-resolved an ICU zone for every row. Here each zone is
 a bound constant of its own ``CASE`` branch: still ICU, so a snapshot row gets exactly the day
-that the CDC apply (``apply._local_date_sql``) computes for the same row.
+that the CDC apply computes for the same row (both use ``localday.local_date_sql``).
 
 Replacing a table: the day files are written in place under their fixed names (each one
 atomically), then every other file of the table (days that no longer exist, overlays, versions)
@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ledger_assets.lib.lake.layout import LakeLayout
+from ledger_assets.lib.lake.localday import ZONE_CODE, local_date_sql, zone_codes
 from ledger_assets.lib.lake.schema import LOCAL_DATE, ROW_LSN, LakeTable
 from ledger_assets.lib.lake.storage import wheel_extension
 from ledger_assets.lib.lake.store import parquet_bytes
@@ -108,33 +109,6 @@ def _select_columns(lake_table: LakeTable) -> str:
             f"cast({name} as varchar) as {field.name}" if field.type == pa.string() else name
         )
     return ", ".join(columns)
-
-
-def _local_date(lake_table: LakeTable, zones: Mapping[int, str]) -> tuple[str, list[object]]:
-    """The SQL of a row's local day and its parameters (the zone names, never SQL text).
-
-    One ``CASE`` branch per distinct zone, on a small integer code joined from ``zones``: each
-    branch converts with a constant zone, which DuckDB's ICU resolves once, instead of once per
-    row. A tenant without a zone gets NULL (no branch), which the caller reports.
-    """
-    spec = lake_table.spec
-    if spec.day_kind == "local_date":
-        return f"case when z.code is not null then t.{spec.day_column} end", []
-    names = sorted(set(zones.values()))
-    if not names:
-        return "cast(null as date)", []
-    branches = " ".join(
-        f"when {code} then cast(timezone(?, t.{spec.day_column}) as date)"
-        for code in range(len(names))
-    )
-    return f"case z.code {branches} end", list(names)
-
-
-def _zone_codes(zones: Mapping[int, str]) -> pa.Table:
-    names = sorted(set(zones.values()))
-    code = {name: i for i, name in enumerate(names)}
-    return pa.table({"tenant_id": pa.array(list(zones), pa.int32()),
-                     "code": pa.array([code[z] for z in zones.values()], pa.int32())})  # fmt: skip
 
 
 def _day_runs(batch: pa.RecordBatch) -> list[tuple[date, int, int]]:
@@ -219,14 +193,14 @@ def snapshot_table(
     """Replace every file of ``lake_table`` with a fresh snapshot of its Postgres rows."""
     started = time.monotonic()
     spec = lake_table.spec
-    day, params = _local_date(lake_table, zones)
+    day, params = local_date_sql(lake_table, zones, "t", f"z.{ZONE_CODE}")
     layout.local.mkdir(parents=True, exist_ok=True)
     # The ORDER BY may spill: on this host's disk (for a local lake, next to its files).
     spill = tempfile.TemporaryDirectory(prefix=f".{lake_table.name}.spill-", dir=layout.local)
     con = postgres_scanner(dsn)
     writer = _DayWriter(layout, lake_table)
     try:
-        con.register("zones", _zone_codes(zones))
+        con.register("zones", zone_codes(zones))
         con.execute("set temp_directory = ?", [spill.name])
         reader = con.execute(
             f"select {_select_columns(lake_table)}, {day} as {LOCAL_DATE}, "  # noqa: S608

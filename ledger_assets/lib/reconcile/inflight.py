@@ -10,7 +10,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import duckdb
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,15 +65,6 @@ def ensure_captured(config: CaptureConfig, upto: Lsn, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
-
-
-def _zones_table(zones: Mapping[int, str]) -> pa.Table:
-    return pa.table(
-        {
-            "tenant_id": pa.array(list(zones), pa.int32()),
-            "time_zone": pa.array(list(zones.values()), pa.string()),
-        }
-    )
 
 
 class ChangeWindow:
@@ -149,14 +139,7 @@ class ChangeWindow:
         changes = self.changes(table)
         if changes is None:
             return []
-        con = duckdb.connect()
-        try:
-            con.execute("set TimeZone = 'UTC'")
-            con.register("changes", changes)
-            con.register("zones", _zones_table(self.zones))
-            return touched_partitions(con, self.tables[table])
-        finally:
-            con.close()
+        return touched_partitions(changes, self.tables[table], self.zones)
 
     def key_count(self) -> int:
         return sum(len(self.keys(name)) for name in self.tables)

@@ -258,6 +258,68 @@ def test_large_transaction_is_streamed_in_row_groups(config: CaptureConfig) -> N
     assert_lake_equals_postgres(config)
 
 
+def test_the_change_log_does_not_depend_on_how_the_stream_is_fetched(
+    config: CaptureConfig,
+) -> None:
+    """A fetch boundary can fall anywhere: inside a transaction, between a Relation message
+    and its rows, next to a TRUNCATE. One message per fetch must land what one fetch does."""
+    one_by_one = CaptureConfig(
+        **{
+            **config.__dict__,
+            "slot_name": f"{config.slot_name}_b",
+            "changelog_dir": config.changelog_dir.with_name("_changelog_b"),
+            "fetch_rows": 1,
+            "rows_per_flush": 3,
+        }
+    )
+    started(config)
+    started(one_by_one)
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        charge(conn, "ch_solo")
+        with conn.transaction():
+            for n in range(7):
+                charge(conn, f"ch_{n}", tenant=1 + n % 2, amount=n)
+            conn.execute("update ledger.stripe_charges set amount = 99 where id = 'ch_1'")
+            conn.execute(
+                "insert into ledger.stripe_refunds (id, tenant_id, charge, amount, currency,"
+                " status, created) values ('re_1', 1, 'ch_1', 5, 'usd', 'succeeded', now())"
+            )
+            conn.execute("delete from ledger.stripe_charges where id = 'ch_2'")
+            conn.execute("truncate ledger.stripe_refunds")
+            charge(conn, "ch_after_truncate")
+        conn.execute("alter table ledger.stripe_charges add column risk_score int4")
+        with conn.transaction():
+            conn.execute("update ledger.stripe_charges set risk_score = 7 where id = 'ch_3'")
+            charge(conn, "ch_last")
+    (chunked,) = capture_all(config)
+    (single,) = capture_all(one_by_one)
+    assert (single.source_digest, single.transactions, single.changes) == (
+        chunked.source_digest,
+        chunked.transactions,
+        chunked.changes,
+    )
+    assert [(f.table, f.part, f.rows, f.ops) for f in single.files] == [
+        (f.table, f.part, f.rows, f.ops) for f in chunked.files
+    ]
+    for table in ("stripe_charges", "stripe_refunds"):
+        rows = change_rows(config, table)
+        assert change_rows(one_by_one, table) == rows
+        # seq numbers every change of a transaction, across tables, from 0.
+        assert len({(r["commit_lsn"], r["seq"]) for r in rows}) == len(rows)
+    seqs = sorted(
+        (r["commit_lsn"], r["seq"])
+        for table in ("stripe_charges", "stripe_refunds")
+        for r in change_rows(config, table)
+    )
+    by_commit: dict[int, list[int]] = {}
+    for commit_lsn, seq in seqs:
+        by_commit.setdefault(commit_lsn, []).append(seq)
+    assert [len(s) for s in by_commit.values()] == [1, 12, 2]
+    assert all(s == list(range(len(s))) for s in by_commit.values())
+    with psycopg.connect(config.dsn, autocommit=True) as conn:
+        slots.drop_slot(conn, one_by_one.slot_name)
+
+
 def test_added_column_starts_a_new_part_and_type_change_fails_closed(
     config: CaptureConfig,
 ) -> None:
