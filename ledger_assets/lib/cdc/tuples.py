@@ -158,6 +158,9 @@ def _parse_images(buffer: U8, cursor: I64, width: int, table: str) -> _Sub:
 
 
 def _scatter(sub: _Sub, rows: I64, count: int, width: int) -> Images:
+    if len(rows) == count:
+        # Every row has this image (the new side of inserts and updates): already in place.
+        return Images(sub.kinds, sub.starts, sub.lengths, np.ones(count, np.bool_))
     kinds = np.full((width, count), ABSENT, np.uint8)
     starts = np.zeros((width, count), np.int64)
     lengths = np.zeros((width, count), np.int64)
