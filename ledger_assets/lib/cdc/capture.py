@@ -112,11 +112,13 @@ class CaptureConfig:
     #: too), and never splits a transaction. Each peek re-decodes from the slot's restart_lsn,
     #: so few large reads beat many small ones (performance-facts.md 1.4).
     max_changes: int = 1_000_000
-    #: Wall-clock bound of one read, checked at each commit (a transaction is never split).
+    #: Wall-clock bound of one read, checked once per fetch: a read past it ends at the
+    #: fetch's first commit (a transaction is never split).
     max_seconds: float = 60.0
     #: Server hard stop for one peek call (statement_timeout), against a runaway decode.
     statement_timeout_s: float = 600.0
-    #: Rows fetched per round trip from the server-side cursor over the peek.
+    #: Messages fetched per round trip from the server-side cursor over the peek, and decoded
+    #: together as one chunk.
     fetch_rows: int = 20_000
     #: Rows per Parquet row group (and the most rows per table held in memory).
     rows_per_flush: int = 100_000
@@ -623,7 +625,8 @@ class _Context:
     commit_lsn: npt.NDArray[np.uint64]
     xid: npt.NDArray[np.uint32]
     commit_ts: I64
-    #: Changes of the transaction before the chunk's first message, as ``seq = counted - base``.
+    #: Per transaction: a change's ``seq`` is ``counted - base`` (for the transaction open
+    #: before the chunk, ``base`` is minus its changes in earlier chunks).
     base: I64
     #: Per message: changes before it in the chunk (an exclusive running count).
     counted: I64
