@@ -150,13 +150,17 @@ def test_a_server_error_rolls_everything_back(
     with pytest.raises(SeedError, match="rolled back"):
         seed_database(migrated_dsn, SMALL)
     assert set(counts(migrated_dsn).values()) == {0}
-    # The dropped secondary indexes came back with the rollback.
+    # The dropped secondary indexes and primary keys came back with the rollback.
     with psycopg.connect(migrated_dsn) as conn:
         names = {
             n
             for (n,) in conn.execute("select indexname from pg_indexes where schemaname = 'ledger'")
         }
-    assert {"stripe_bt_payout", "stripe_charges_tenant_created"} <= names
+    assert {
+        "stripe_bt_payout",
+        "stripe_charges_tenant_created",
+        "stripe_balance_transactions_pkey",
+    } <= names
 
 
 def test_spec_validation() -> None:

@@ -207,11 +207,14 @@ class _Loader:
                 f"refusing to seed: {', '.join(f'{SCHEMA}.{t}' for t in busy)} already hold rows; "
                 "seed only a freshly migrated database (drop and re-create it to start over)"
             )
-        # Secondary indexes are dropped and rebuilt after the data, as pg_restore does: a sorted
-        # build costs a fraction of maintaining them row by row (measured: ~2.6 of 7.5 s per
-        # million balance transactions). It is DDL inside this transaction, so a failed seed
-        # rolls it back with the data. Constraint indexes (primary keys, uniques) stay: FKs
-        # depend on them, and ascending ids keep them cheap.
+        # Indexes are dropped and rebuilt after the data, as pg_restore does: a sorted build
+        # costs a fraction of maintaining them row by row (measured: ~2.6 of 7.5 s per million
+        # balance transactions), and it writes its pages once instead of a WAL record per row.
+        # It is DDL inside this transaction, so a failed seed rolls it back with the data.
+        # That covers secondary indexes and the primary keys and unique constraints no foreign
+        # key depends on (the tables nothing references); the keys FKs depend on stay, and
+        # ascending ids keep them cheap. Dropping a primary key leaves its columns NOT NULL, so
+        # re-adding it only builds the index.
         self._indexes = self.conn.execute(
             "select i.relname, pg_get_indexdef(x.indexrelid) from pg_index x "
             "join pg_class i on i.oid = x.indexrelid "
@@ -222,15 +225,39 @@ class _Loader:
             "order by i.relname",
             (SCHEMA, list(self.tables)),
         ).fetchall()
+        self._keys = self.conn.execute(
+            "select t.relname, c.conname, pg_get_constraintdef(c.oid) from pg_constraint c "
+            "join pg_class t on t.oid = c.conrelid "
+            "join pg_namespace n on n.oid = t.relnamespace "
+            "where n.nspname = %s and t.relname = any(%s) and c.contype in ('p', 'u') "
+            "and not exists (select from pg_constraint f "
+            "where f.contype = 'f' and f.conindid = c.conindid) "
+            "order by t.relname, c.conname",
+            (SCHEMA, list(self.tables)),
+        ).fetchall()
         for name, _ in self._indexes:
             self.conn.execute(sql.SQL("drop index {}").format(_qualified(str(name))))
+        for table, name, _ in self._keys:
+            self.conn.execute(
+                sql.SQL("alter table {} drop constraint {}").format(
+                    _qualified(str(table)), sql.Identifier(str(name))
+                )
+            )
 
     def _rebuild_indexes(self) -> None:
         assert self.conn is not None
         started = time.perf_counter()
         self.conn.execute("set local maintenance_work_mem = '512MB'")
+        # The definitions are the server's own pg_get_*def text, not outside input.
+        for table, name, definition in self._keys:
+            self.conn.execute(
+                sql.SQL("alter table {} add constraint {} {}").format(
+                    _qualified(str(table)),
+                    sql.Identifier(str(name)),
+                    sql.SQL(cast(LiteralString, definition)),
+                )
+            )
         for _, definition in self._indexes:
-            # The definition is the server's own pg_get_indexdef text, not outside input.
             self.conn.execute(cast(LiteralString, definition))
         self.index_seconds = time.perf_counter() - started
 
