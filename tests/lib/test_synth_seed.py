@@ -51,6 +51,8 @@ def test_report_matches_the_tables(seeded: tuple[str, SeedReport]) -> None:
         assert scalar(dsn, f"select count(*) from ledger.{table}") == report.row_counts[table]
     assert 90_000 <= report.total_rows <= 110_000
     assert report.rows_per_second > 0
+    # One connection per table, two for the balance transactions.
+    assert report.connections == len(SEED_TABLES) + 1
 
 
 def test_balance_transaction_identities(seeded: tuple[str, SeedReport]) -> None:

@@ -1,9 +1,10 @@
 """Load generated data into the system of record with binary COPY: :func:`seed_database`.
 
 Pipeline: the calling thread generates tenant batches (numpy) and hands them to one loader
-thread per table group; each loader encodes its batches (numpy/Arrow, which release the GIL)
-and streams them through ``COPY ... FROM STDIN (FORMAT BINARY)`` on its own connection, so
-generation, encoding and two Postgres backends work at the same time on a 2-core machine.
+thread per table (two for balance transactions, whose tenant batches alternate between them);
+each loader encodes its batches (numpy/Arrow, which release the GIL) and streams them through
+``COPY ... FROM STDIN (FORMAT BINARY)`` on its own connection, so generation, encoding and two
+Postgres backends work at the same time on a 2-core machine.
 
 Atomicity: the seed either fully commits or leaves nothing. Each group loads in one
 transaction; the transactions commit only after every group has loaded without error, and any
@@ -24,7 +25,7 @@ Speed settings, and why they are safe for a trusted bulk seed:
   that window loses the whole (uncommitted-looking) seed, never part of it.
 
 Ids ascend in load order and rows arrive in (tenant, time) order, so every btree index is
-appended at its right edge.
+appended at its right edge (within each stream of a table streamed twice).
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ SEED_TABLES: tuple[str, ...] = (
 #: enough that the per-statement overhead vanishes, small enough to keep memory bounded.
 FLUSH_BYTES = 48 * 1024 * 1024
 _QUEUE_DEPTH = 8
+#: Tables streamed through more than one connection (tenant batches alternate between them).
+#: Balance transactions are 40% of the rows and the costliest per row (jsonb): on one backend
+#: they set the pace of the whole seed while the other core waits (their loader was never idle,
+#: the others were idle most of the time).
+_STREAMS: dict[str, int] = {"stripe_balance_transactions": 2}
 _POLL_S = 0.2
 
 
@@ -81,7 +87,7 @@ class TableLoad:
     Attributes:
         table: table name in schema ``ledger``.
         rows: rows loaded.
-        copy_seconds: time this table's COPY statements were open.
+        copy_seconds: time this table's COPY statements were open (summed over its streams).
         wait_seconds: part of ``copy_seconds`` spent waiting for the generator (a streamed
             COPY stays open for the whole seed).
     """
@@ -178,6 +184,8 @@ class _Loader:
     conn: psycopg.Connection[tuple[object, ...]] | None = None
     index_seconds: float = 0.0
     idle_seconds: float = 0.0
+    #: Loaders sharing this loader's one table, each in its own transaction.
+    streams: int = 1
 
     def __post_init__(self) -> None:
         self._encoders = {t: Encoder(TABLES[t]) for t in self.tables}
@@ -192,8 +200,11 @@ class _Loader:
         self.conn = psycopg.connect(self.conninfo, autocommit=False)
         self.conn.execute("set local synchronous_commit = off")
         targets = sql.SQL(", ").join(_qualified(t) for t in self.tables)
-        # Conflicts with inserts and with a concurrent seed; readers are not blocked.
-        self.conn.execute(sql.SQL("lock table {} in share row exclusive mode").format(targets))
+        # Conflicts with inserts and with a concurrent seed; readers are not blocked. A table
+        # shared by several streams takes the mode COPY takes, which they can all hold; the
+        # other tables' locks still keep a concurrent seed out.
+        mode = sql.SQL("share row exclusive" if self.streams == 1 else "row exclusive")
+        self.conn.execute(sql.SQL("lock table {} in {} mode").format(targets, mode))
         busy = [
             t
             for t in self.tables
@@ -235,6 +246,10 @@ class _Loader:
             "order by t.relname, c.conname",
             (SCHEMA, list(self.tables)),
         ).fetchall()
+        if self.streams > 1:
+            # DDL would lock the other streams out until this transaction ends, and an index
+            # built here could not see their rows: a shared table keeps its indexes.
+            self._indexes, self._keys = [], []
         for name, _ in self._indexes:
             self.conn.execute(sql.SQL("drop index {}").format(_qualified(str(name))))
         for table, name, _ in self._keys:
@@ -356,9 +371,15 @@ def _preflight(conninfo: str, zones: set[str]) -> bool:
 
 
 def _route(batches: Iterator[Batch], loaders: Sequence[_Loader]) -> None:
-    owner = {table: loader for loader in loaders for table in loader.tables}
+    owners: dict[str, list[_Loader]] = {}
+    for loader in loaders:
+        for table in loader.tables:
+            owners.setdefault(table, []).append(loader)
+    sent = dict.fromkeys(owners, 0)
     for batch in batches:
-        loader = owner[batch.table]
+        streams = owners[batch.table]
+        loader = streams[sent[batch.table] % len(streams)]
+        sent[batch.table] += 1
         # A bounded put that notices a failed loader instead of waiting forever.
         while True:
             if any(other.error is not None for other in loaders):
@@ -399,12 +420,18 @@ def seed_database(
     started = time.perf_counter()
     generator = Generator(spec)
     fast = _preflight(conninfo, {tenant.zone for tenant in generator.tenants})
-    # With FK checks skipped, every table streams through its own connection and COPY, so the
-    # backends (one core each) never wait for each other or for a buffer to fill. With FK
+    # With FK checks skipped, every table streams through its own connection and COPY (those in
+    # _STREAMS through several), so the backends (one core each) never wait for each other or
+    # for a buffer to fill. With FK
     # checks on, children must see their parents' uncommitted rows: one connection for all.
-    groups = tuple((t,) for t in SEED_TABLES) if (fast and parallel) else (SEED_TABLES,)
+    groups: list[tuple[tuple[str, ...], int]] = (
+        [((t,), _STREAMS.get(t, 1)) for t in SEED_TABLES for _ in range(_STREAMS.get(t, 1))]
+        if (fast and parallel)
+        else [(SEED_TABLES, 1)]
+    )
     loaders = [
-        _Loader(conninfo, group, fk_checks=not fast, flush_bytes=flush_bytes) for group in groups
+        _Loader(conninfo, group, fk_checks=not fast, flush_bytes=flush_bytes, streams=streams)
+        for group, streams in groups
     ]
     try:
         for loader in loaders:
