@@ -36,7 +36,8 @@ directed as (
         case when transactions.amount_minor < 0 then -transactions.amount_minor else 0 end
             as inflow,
         case when transactions.amount_minor > 0 then transactions.amount_minor else 0 end
-            as outflow
+            as outflow,
+        transactions.source_lsn
     from transactions
     left join accounts
         on transactions.account_id = accounts.account_id

@@ -35,14 +35,16 @@ keys as (
 ),
 
 -- Each table's rows reduced to one per tenant-day before they meet: the union and the join
--- then handle tenant-days, not lake rows.
+-- then handle tenant-days, not lake rows. The charges, balance transactions and Plaid
+-- transactions come already reduced (the int_*_daily tables the other marts read too), so no
+-- lake row is scanned here a second time.
 rows_behind as (
     select
         tenant_id,
         local_date,
-        max(source_lsn) as max_lsn,
-        count(source_lsn) as lake_rows
-    from {{ ref('stg_stripe__charges') }}
+        max(max_lsn) as max_lsn,
+        sum(charges) as lake_rows
+    from {{ ref('int_charges_daily') }}
     group by tenant_id, local_date
     union all
     select
@@ -72,17 +74,17 @@ rows_behind as (
     select
         tenant_id,
         local_date,
-        max(source_lsn) as max_lsn,
-        count(source_lsn) as lake_rows
-    from {{ ref('stg_stripe__balance_transactions') }}
+        max(max_lsn) as max_lsn,
+        sum(balance_transactions) as lake_rows
+    from {{ ref('int_balance_transactions_daily') }}
     group by tenant_id, local_date
     union all
     select
         tenant_id,
         local_date,
-        max(source_lsn) as max_lsn,
-        count(source_lsn) as lake_rows
-    from {{ ref('stg_plaid__transactions') }}
+        max(max_lsn) as max_lsn,
+        sum(posted_count + pending_count) as lake_rows
+    from {{ ref('int_plaid_transactions_daily') }}
     group by tenant_id, local_date
     union all
     select
