@@ -36,8 +36,7 @@ directed as (
         case when transactions.amount_minor < 0 then -transactions.amount_minor else 0 end
             as inflow,
         case when transactions.amount_minor > 0 then transactions.amount_minor else 0 end
-            as outflow,
-        transactions.source_lsn
+            as outflow
     from transactions
     left join accounts
         on transactions.account_id = accounts.account_id

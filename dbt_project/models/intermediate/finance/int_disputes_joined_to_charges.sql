@@ -27,7 +27,9 @@ joined as (
         charges.amount as charge_amount,
         disputes.source_lsn
     from disputes
-    inner join charges
+    -- Left: a dispute without its charge in the lake keeps a null cohort, which the model's
+    -- not_null test on charge_local_date fails, instead of vanishing from the marts.
+    left join charges
         on disputes.charge_id = charges.charge_id
 )
 

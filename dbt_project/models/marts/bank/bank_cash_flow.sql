@@ -16,8 +16,8 @@
     The rebuild replaces whole tenant-days (unique_key is coarser than the grain on purpose):
     every tenant-day of the window is in the new rows, so a category or account that no
     longer has transactions that day leaves no stale row behind. -#}
-with flows as (
-    select * exclude (max_lsn) from {{ ref('int_plaid_transactions_daily') }}
+with transactions as (
+    select * from {{ ref('int_plaid_transactions_directed') }}
     where {{ in_window('local_date') }}
 ),
 
@@ -30,6 +30,25 @@ tenant_days as (
 
 accounts as (
     select * from {{ ref('stg_plaid__accounts') }}
+),
+
+flows as (
+    select
+        tenant_id,
+        account_id,
+        local_date,
+        category,
+        max(account_name) as account_name,
+        max(account_type) as account_type,
+        max(currency) as currency,
+        cast(coalesce(sum(inflow) filter (where not is_pending), 0) as bigint) as posted_inflow,
+        cast(coalesce(sum(outflow) filter (where not is_pending), 0) as bigint) as posted_outflow,
+        count(*) filter (where not is_pending) as posted_count,
+        cast(coalesce(sum(inflow) filter (where is_pending), 0) as bigint) as pending_inflow,
+        cast(coalesce(sum(outflow) filter (where is_pending), 0) as bigint) as pending_outflow,
+        count(*) filter (where is_pending) as pending_count
+    from transactions
+    group by tenant_id, account_id, local_date, category
 ),
 
 quiet as (

@@ -35,9 +35,8 @@ keys as (
 ),
 
 -- Each table's rows reduced to one per tenant-day before they meet: the union and the join
--- then handle tenant-days, not lake rows. The charges, balance transactions and Plaid
--- transactions come already reduced (the int_*_daily tables the other marts read too), so no
--- lake row is scanned here a second time.
+-- then handle tenant-days, not lake rows. The charges and balance transactions come already
+-- reduced (int_charges_daily, int_balance_transactions_daily, which other marts read too).
 rows_behind as (
     select
         tenant_id,
@@ -82,9 +81,9 @@ rows_behind as (
     select
         tenant_id,
         local_date,
-        max(max_lsn) as max_lsn,
-        sum(posted_count + pending_count) as lake_rows
-    from {{ ref('int_plaid_transactions_daily') }}
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
+    from {{ ref('stg_plaid__transactions') }}
     group by tenant_id, local_date
     union all
     select
