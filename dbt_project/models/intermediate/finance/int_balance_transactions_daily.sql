@@ -34,9 +34,7 @@ grouped as (
             as net_not_amount_minus_fee,
         max(source_lsn) as max_lsn,
         min(created_at) as first_created_at,
-        max(created_at) as last_created_at,
-        -- One of the group's transactions, to name in an error.
-        any_value(balance_transaction_id) as example_balance_transaction_id
+        max(created_at) as last_created_at
     from balance_transactions
     group by tenant_id, currency, local_date, reporting_category, payout_id
 ),
@@ -48,15 +46,17 @@ classified as (
         grouped.local_date,
         grouped.reporting_category,
         grouped.payout_id,
-        -- A currency the project does not know stops the build here, naming a row: a wrong
-        -- exponent would scale every amount of that currency by a power of ten. (error(null)
-        -- does not raise: the message must never be null.)
+        -- A currency the project does not know stops the build here, naming the tenant and
+        -- day of its transactions (the lake partition; naming one transaction would cost a
+        -- string aggregate per row): a wrong exponent would scale every amount of that
+        -- currency by a power of ten. (error(null) does not raise: the message must never be
+        -- null.)
         cast(coalesce(
             currencies.currency_exponent,
             error(
                 'unknown currency ''' || coalesce(grouped.currency, 'null')
-                || ''' on balance transaction ' || grouped.example_balance_transaction_id
-                || ': not in ledger.currencies'
+                || ''' on balance transactions of tenant ' || grouped.tenant_id || ' on '
+                || grouped.local_date || ': not in ledger.currencies'
             )
         ) as smallint) as currency_exponent,
         case
