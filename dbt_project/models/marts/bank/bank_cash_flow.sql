@@ -58,7 +58,13 @@ flows as (
         by_account.category,
         accounts.account_name,
         accounts.account_type,
-        by_account.* exclude (tenant_id, account_id, local_date, category)
+        by_account.currency,
+        by_account.posted_inflow,
+        by_account.posted_outflow,
+        by_account.posted_count,
+        by_account.pending_inflow,
+        by_account.pending_outflow,
+        by_account.pending_count
     from by_account
     left join accounts
         on by_account.account_id = accounts.account_id
