@@ -3,11 +3,9 @@
 -- run's window only. For a fixed zone the local date never decreases as the instant grows, so
 -- when the earliest and the latest `created` filed under a (zone, local_date) both fall on that
 -- day, every row between them does: two zone conversions per zone-day (~15 us each) instead of
--- one per row. The earliest and latest instants come from int_balance_transactions_daily, the
--- balance transactions already reduced per day, not from another scan of the lake. A failing
--- row names the zone and the day.
+-- one per row. A failing row names the zone and the day.
 with balance_transactions as (
-    select * from {{ ref('int_balance_transactions_daily') }}
+    select * from {{ ref('stg_stripe__balance_transactions') }}
     where {{ in_window('local_date') }}
 ),
 
@@ -19,8 +17,8 @@ tenant_days as (
     select
         tenant_id,
         local_date,
-        min(first_created_at) as first_created_at,
-        max(last_created_at) as last_created_at
+        min(created_at) as first_created_at,
+        max(created_at) as last_created_at
     from balance_transactions
     group by tenant_id, local_date
 ),

@@ -1,8 +1,11 @@
-{#- Each Plaid transaction split into inflow and outflow magnitudes (Plaid: positive = out).
-    The account's name and type are joined by bank_cash_flow to its few rows per account and
-    day, not here to every transaction. -#}
+{#- Each Plaid transaction split into inflow and outflow magnitudes (Plaid: positive = out),
+    with its account's name and type. -#}
 with transactions as (
     select * from {{ ref('stg_plaid__transactions') }}
+),
+
+accounts as (
+    select * from {{ ref('stg_plaid__accounts') }}
 ),
 
 currencies as (
@@ -14,6 +17,8 @@ directed as (
         transactions.transaction_id,
         transactions.tenant_id,
         transactions.account_id,
+        accounts.account_name,
+        accounts.account_type,
         -- A currency the project does not know stops the build on the row that reads it: its
         -- minor units could not be shown or summed with the right exponent. (error(null) does
         -- not raise: the message must never be null.)
@@ -33,6 +38,8 @@ directed as (
         case when transactions.amount_minor > 0 then transactions.amount_minor else 0 end
             as outflow
     from transactions
+    left join accounts
+        on transactions.account_id = accounts.account_id
     left join currencies
         on transactions.currency = currencies.currency
 )

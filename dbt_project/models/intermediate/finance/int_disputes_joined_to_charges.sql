@@ -27,9 +27,7 @@ joined as (
         charges.amount as charge_amount,
         disputes.source_lsn
     from disputes
-    -- Left: a dispute without its charge in the lake keeps a null cohort, which the model's
-    -- not_null test on charge_local_date fails, instead of vanishing from the marts.
-    left join charges
+    inner join charges
         on disputes.charge_id = charges.charge_id
 )
 

@@ -32,12 +32,14 @@ accounts as (
     select * from {{ ref('stg_plaid__accounts') }}
 ),
 
-by_account as (
+flows as (
     select
         tenant_id,
         account_id,
         local_date,
         category,
+        max(account_name) as account_name,
+        max(account_type) as account_type,
         max(currency) as currency,
         cast(coalesce(sum(inflow) filter (where not is_pending), 0) as bigint) as posted_inflow,
         cast(coalesce(sum(outflow) filter (where not is_pending), 0) as bigint) as posted_outflow,
@@ -47,27 +49,6 @@ by_account as (
         count(*) filter (where is_pending) as pending_count
     from transactions
     group by tenant_id, account_id, local_date, category
-),
-
--- The account's name and type joined to the aggregated rows, not to every transaction.
-flows as (
-    select
-        by_account.tenant_id,
-        by_account.account_id,
-        by_account.local_date,
-        by_account.category,
-        accounts.account_name,
-        accounts.account_type,
-        by_account.currency,
-        by_account.posted_inflow,
-        by_account.posted_outflow,
-        by_account.posted_count,
-        by_account.pending_inflow,
-        by_account.pending_outflow,
-        by_account.pending_count
-    from by_account
-    left join accounts
-        on by_account.account_id = accounts.account_id
 ),
 
 quiet as (

@@ -19,12 +19,12 @@ with disputes as (
 ),
 
 balance_transactions as (
-    select * from {{ ref('int_balance_transactions_daily') }}
+    select * from {{ ref('int_balance_transactions_classified') }}
     where {{ in_window('local_date') }}
 ),
 
 charges as (
-    select * from {{ ref('int_charges_daily') }}
+    select * from {{ ref('stg_stripe__charges') }}
     where {{ in_window('local_date') }}
 ),
 
@@ -62,9 +62,10 @@ charged as (
         tenant_id,
         currency,
         local_date,
-        charges_succeeded
+        count(*) as charges_succeeded
     from charges
-    where charges_succeeded > 0
+    where status = 'succeeded'
+    group by tenant_id, currency, local_date
 ),
 
 keys as (

@@ -20,7 +20,7 @@ disputes as (
 ),
 
 charges as (
-    select * from {{ ref('int_charges_daily') }}
+    select * from {{ ref('stg_stripe__charges') }}
 ),
 
 affected as (
@@ -38,18 +38,19 @@ affected as (
     where {{ in_window('local_date') }}
 ),
 
--- Charges (int_charges_daily) and disputes are reduced to cohort days before they meet
--- `affected`: the left joins in `joined` keep the affected cohorts only, and joining a few rows
--- per day is cheaper than joining every charge.
+-- Charges and disputes are reduced to cohort days before they meet `affected`: the left joins
+-- in `joined` keep the affected cohorts only, and joining a few rows per day is cheaper than
+-- joining every charge.
 cohort_charges as (
     select
         tenant_id,
         currency,
         local_date as cohort_date,
-        charges_succeeded,
-        charged_amount
+        count(*) as charges_succeeded,
+        sum(amount) as charged_amount
     from charges
-    where charges_succeeded > 0
+    where status = 'succeeded'
+    group by tenant_id, currency, local_date
 ),
 
 cohort_disputes as (

@@ -12,8 +12,7 @@
     unique_key is the tenant-day, coarser than the grain: a rebuild replaces whole tenant-days
     (docs: missing_days_policy), so a currency without rows any more leaves no stale row. -#}
 with balance_transactions as (
-    -- Pre-aggregated per P&L line and payout (one row stands for `balance_transactions` rows).
-    select * from {{ ref('int_balance_transactions_daily') }}
+    select * from {{ ref('int_balance_transactions_classified') }}
     where {{ in_window('local_date') }}
 ),
 
@@ -40,13 +39,10 @@ activity as (
         sum(amount) filter (where counts_as_revenue) as revenue,
         sum(net) filter (where pnl_line <> 'payouts') as net,
         sum(net) filter (where pnl_line = 'payouts') as payouts,
-        cast(sum(balance_transactions) filter (where pnl_line = 'gross_charges') as bigint)
-            as charge_count,
-        cast(sum(balance_transactions) filter (where pnl_line = 'refunds') as bigint)
-            as refund_count,
-        cast(sum(balance_transactions) filter (where pnl_line = 'disputes') as bigint)
-            as dispute_count,
-        cast(sum(balance_transactions) as bigint) as balance_transaction_count
+        count(*) filter (where pnl_line = 'gross_charges') as charge_count,
+        count(*) filter (where pnl_line = 'refunds') as refund_count,
+        count(*) filter (where pnl_line = 'disputes') as dispute_count,
+        count(*) as balance_transaction_count
     from balance_transactions
     group by tenant_id, currency, local_date
 ),

@@ -15,12 +15,10 @@ with payouts as (
 ),
 
 balance_transactions as (
-    -- Pre-aggregated per day, P&L line and payout (one row stands for `balance_transactions`
-    -- rows); the payouts' own transactions (P&L line `payouts`) are not part of a sweep.
-    select * from {{ ref('int_balance_transactions_daily') }}
+    select * from {{ ref('stg_stripe__balance_transactions') }}
     where
         payout_id is not null
-        and pnl_line <> 'payouts'
+        and reporting_category not in ('payout', 'payout_reversal')
 ),
 
 -- Every payout's sweep; the left join in `tied` keeps those of the window's payouts (the
@@ -28,7 +26,7 @@ balance_transactions as (
 swept as (
     select
         payout_id,
-        sum(balance_transactions) as swept_transaction_count,
+        count(*) as swept_transaction_count,
         sum(net) as swept_net
     from balance_transactions
     group by payout_id
@@ -45,7 +43,7 @@ tied as (
         payouts.status,
         payouts.is_automatic,
         payouts.reconciliation_status,
-        cast(coalesce(swept.swept_transaction_count, 0) as bigint) as swept_transaction_count,
+        coalesce(swept.swept_transaction_count, 0) as swept_transaction_count,
         cast(coalesce(swept.swept_net, 0) as bigint) as swept_net,
         payouts.amount - cast(coalesce(swept.swept_net, 0) as bigint) as tie_out_difference
     from payouts

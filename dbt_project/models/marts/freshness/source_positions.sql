@@ -35,15 +35,14 @@ keys as (
 ),
 
 -- Each table's rows reduced to one per tenant-day before they meet: the union and the join
--- then handle tenant-days, not lake rows. The charges and balance transactions come already
--- reduced (int_charges_daily, int_balance_transactions_daily, which other marts read too).
+-- then handle tenant-days, not lake rows.
 rows_behind as (
     select
         tenant_id,
         local_date,
-        max(max_lsn) as max_lsn,
-        sum(charges) as lake_rows
-    from {{ ref('int_charges_daily') }}
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
+    from {{ ref('stg_stripe__charges') }}
     group by tenant_id, local_date
     union all
     select
@@ -73,9 +72,9 @@ rows_behind as (
     select
         tenant_id,
         local_date,
-        max(max_lsn) as max_lsn,
-        sum(balance_transactions) as lake_rows
-    from {{ ref('int_balance_transactions_daily') }}
+        max(source_lsn) as max_lsn,
+        count(source_lsn) as lake_rows
+    from {{ ref('stg_stripe__balance_transactions') }}
     group by tenant_id, local_date
     union all
     select
