@@ -63,6 +63,10 @@ def _local_dates(
     spec = lake_table.spec
     present = pc.filter(images, pc.is_valid(images))
     tenants = pc.struct_field(present, "tenant_id")
+    if spec.day_kind == "local_date":
+        return pa.table(
+            {"tenant_id": tenants, LOCAL_DATE: pc.struct_field(present, spec.day_column)}
+        )
     rows = pa.table(
         {
             "tenant_id": tenants,
@@ -70,8 +74,6 @@ def _local_dates(
             ZONE_CODE: zone_code_of(tenants, zones),
         }
     )
-    if spec.day_kind == "local_date":
-        return pa.table({"tenant_id": tenants, LOCAL_DATE: rows.column(spec.day_column)})
     day, params = local_date_sql(lake_table, zones, "r", ZONE_CODE)
     con = duckdb.connect()
     try:
