@@ -200,9 +200,10 @@ class _Loader:
         self.conn = psycopg.connect(self.conninfo, autocommit=False)
         self.conn.execute("set local synchronous_commit = off")
         targets = sql.SQL(", ").join(_qualified(t) for t in self.tables)
-        # Conflicts with inserts and with a concurrent seed; readers are not blocked. A table
-        # shared by several streams takes the mode COPY takes, which they can all hold; the
-        # other tables' locks still keep a concurrent seed out.
+        # Conflicts with inserts and with a concurrent seed (readers are blocked only by the
+        # index drops below, until the seed commits). A table shared by several streams takes
+        # the mode COPY takes, which they can all hold; the other tables' locks still keep a
+        # concurrent seed out.
         mode = sql.SQL("share row exclusive" if self.streams == 1 else "row exclusive")
         self.conn.execute(sql.SQL("lock table {} in {} mode").format(targets, mode))
         busy = [
@@ -422,8 +423,8 @@ def seed_database(
     fast = _preflight(conninfo, {tenant.zone for tenant in generator.tenants})
     # With FK checks skipped, every table streams through its own connection and COPY (those in
     # _STREAMS through several), so the backends (one core each) never wait for each other or
-    # for a buffer to fill. With FK
-    # checks on, children must see their parents' uncommitted rows: one connection for all.
+    # for a buffer to fill. With FK checks on, children must see their parents' uncommitted
+    # rows: one connection for all.
     groups: list[tuple[tuple[str, ...], int]] = (
         [((t,), _STREAMS.get(t, 1)) for t in SEED_TABLES for _ in range(_STREAMS.get(t, 1))]
         if (fast and parallel)
