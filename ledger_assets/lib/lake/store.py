@@ -61,32 +61,41 @@ def write_partition(
     key: PartitionKey,
     rows: pa.Table,
     current: pa.Table | None = None,
+    *,
+    in_file_order: bool = False,
 ) -> PartitionWrite:
     """Replace partition ``key`` with ``rows`` (an overlay file), unless nothing changed.
 
     The content it replaces is kept as a version first (see ``versions.keep_version``).
     ``current``, when the caller has already read the partition's rows, saves reading them
     again from its day's base file (a DuckDB connection per partition, most of a large apply).
+    ``in_file_order`` says that ``rows`` and ``current`` are already in the file's column order
+    and types and sorted by primary key (see ``_ordered``), which saves sorting them again.
     """
-    ordered = _ordered(lake_table, rows)
+    ordered = rows if in_file_order else _ordered(lake_table, rows)
     data = parquet_bytes(ordered)
     digest = hashlib.sha256(data).hexdigest()
+    lsns = tuple(sorted(int(v) for v in pc.unique(ordered.column(ROW_LSN)).to_pylist() if v))
     path = layout.overlay_file(key)
-    base = layout.base_file(key.table, key.local_date)
     if path.exists():
         previous, since_ns = path.read_bytes(), path.stat().st_mtime_ns
+        if hashlib.sha256(previous).hexdigest() == digest:
+            return PartitionWrite(key, ordered.num_rows, digest, changed=False, lsns=lsns)
+        keep_version(layout, key, lambda: previous, since_ns)
     else:
         if current is None:
             current = read_partitions(layout, lake_table, [key])
-        previous = parquet_bytes(_ordered(lake_table, current))
+        was = current if in_file_order else _ordered(lake_table, current)
+        # Same schema, same order: equal tables are equal files, so the content is compared
+        # without encoding it; it is encoded only if a version of it is kept.
+        if was.equals(ordered):
+            return PartitionWrite(key, ordered.num_rows, digest, changed=False, lsns=lsns)
+        base = layout.base_file(key.table, key.local_date)
         # A base file's time says when its content arrived only where compaction can back-date
         # it (locally). S3 cannot, so its base content counts as old: replacing it keeps a
         # version whenever a report has been published (base days are old days: rarely hit).
         since_ns = base.stat().st_mtime_ns if base.exists() and base.is_local else 0
-    lsns = tuple(sorted(int(v) for v in pc.unique(ordered.column(ROW_LSN)).to_pylist() if v))
-    if hashlib.sha256(previous).hexdigest() == digest:
-        return PartitionWrite(key, ordered.num_rows, digest, changed=False, lsns=lsns)
-    keep_version(layout, key, previous, since_ns)
+        keep_version(layout, key, lambda: parquet_bytes(was), since_ns)
     path.write_bytes(data)
     return PartitionWrite(key, ordered.num_rows, digest, changed=True, lsns=lsns)
 

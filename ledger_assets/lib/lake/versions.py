@@ -30,6 +30,7 @@ for a tenant-day), see ARCHITECTURE.md §7 for the measured figures.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
@@ -83,10 +84,13 @@ def published_by_ns(layout: LakeLayout) -> int | None:
 
 
 def keep_version(
-    layout: LakeLayout, key: PartitionKey, previous: bytes, previous_since_ns: int
+    layout: LakeLayout,
+    key: PartitionKey,
+    previous: Callable[[], bytes],
+    previous_since_ns: int,
 ) -> LakePath | None:
-    """Keep ``previous`` (a partition's file bytes) as the version superseded now, if a
-    published report can have read it.
+    """Keep the content ``previous()`` returns (a partition's file bytes, made only when
+    needed) as the version superseded now, if a published report can have read it.
 
     ``previous_since_ns`` is when that content was written (its file's mtime; 0 for a partition
     that never had rows). Content written after the newest report read the lake was never in a
@@ -106,7 +110,7 @@ def keep_version(
     path = version_file(layout, key, state.applied_end)
     if path.exists():
         return path  # an earlier write at this watermark kept what readers at W saw
-    path.write_bytes(previous)
+    path.write_bytes(previous())
     return path
 
 
