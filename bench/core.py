@@ -7,6 +7,8 @@ printed ratio compares like with like on the same machine and server.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,6 +80,62 @@ class Context:
                 conn.execute(
                     sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
                 )
+
+
+@dataclass
+class CpuSpent:
+    """CPU seconds spent by the Postgres server and by this process during a ``with`` block."""
+
+    server: float | None = None
+    client: float = 0.0
+
+
+def _server_cpu(postmaster: int) -> float | None:
+    """CPU seconds of a local server: its postmaster, every live child, and every child it has
+    reaped (a parent's cutime/cstime): backends that exited are counted too."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid: int | str) -> list[str]:
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
+        return text[text.rindex(")") + 2 :].split()
+
+    try:
+        fields = stat(postmaster)
+    except OSError:
+        return None
+    total = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            child = stat(pid)
+        except OSError:
+            continue  # exited meanwhile: the postmaster's cutime has it (or will)
+        if int(child[1]) == postmaster:
+            total += int(child[11]) + int(child[12])
+    return total / tick
+
+
+@contextmanager
+def cpu_spent(dsn: str) -> Iterator[CpuSpent]:
+    """Measure the CPU the block costs the server (when it runs on this machine and /proc
+    shows it; else ``server`` stays None) and this process."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("select pg_backend_pid()").fetchone()
+    assert row is not None
+    try:
+        with open(f"/proc/{row[0]}/stat") as handle:
+            text = handle.read()
+        postmaster: int | None = int(text[text.rindex(")") + 2 :].split()[1])
+    except OSError:
+        postmaster = None
+    before = _server_cpu(postmaster) if postmaster else None
+    client = time.process_time()
+    spent = CpuSpent()
+    yield spent
+    spent.client = time.process_time() - client
+    after = _server_cpu(postmaster) if postmaster else None
+    if before is not None and after is not None:
+        spent.server = after - before
 
 
 Workload = Callable[[Context], list[Figure]]
