@@ -157,6 +157,8 @@ def test_instance_configs_are_valid(
     shutil.copy(ROOT / config, tmp_path / "dagster.yaml")
     settings, _ = dagster_instance_config(str(tmp_path))
     assert settings["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    # Each queued run of the dispute -> lake -> marts chain waits for a dequeue pass.
+    assert settings["run_coordinator"]["config"]["dequeue_interval_seconds"] <= 1
 
 
 def test_production_instance_runs_on_postgres(
