@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ledger_assets.lib.logs import configure_logging, get_logger
 from ledger_assets.lib.settings import Settings
+from ledger_assets.lib.signals import handle_sigint_if_ignored
 from ledger_assets.lib.sor import bootstrap
 from ledger_assets.lib.sor.migrate import MigrationError
 from ledger_assets.lib.sor.pgcluster import ClusterError
@@ -234,6 +235,7 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     configure_logging(os.environ.get("LEDGER_LOG_LEVEL", "INFO"))
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    handle_sigint_if_ignored()  # else dagster dev inherits an ignored SIGINT (lib/signals.py)
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()

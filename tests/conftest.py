@@ -18,10 +18,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from ledger_assets.lib.signals import handle_sigint_if_ignored
 from ledger_assets.lib.sor.migrate import migrate
 from ledger_assets.lib.sor.pgcluster import PrivateCluster, find_free_port
 
 TEMPLATE_DB = "ledger_template"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A test's `dagster dev` must stop on terminate() even when the suite runs as a background
+    # job (SIGINT inherited as ignored, see lib/signals.py).
+    handle_sigint_if_ignored()
 
 
 def world_searchable_tmpdir(prefix: str) -> Path:

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -111,6 +112,7 @@ def test_dagster_dev_serves_the_code_location(tmp_path: Path, migrated_dsn: str)
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, killed whole if it hangs
         )
     try:
         deadline = time.monotonic() + 120
@@ -134,7 +136,12 @@ def test_dagster_dev_serves_the_code_location(tmp_path: Path, migrated_dsn: str)
         assert {"tenant_registry_sensor"} <= {s["name"] for s in repo["sensors"]}
     finally:
         server.terminate()
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Fail, but leave no webserver, daemon or code server running behind.
+            os.killpg(server.pid, signal.SIGKILL)
+            raise
     unexpected = [
         line
         for line in log.read_text().splitlines()
