@@ -90,24 +90,25 @@ class CpuSpent:
     client: float = 0.0
 
 
+def _proc_stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (index 1 is the parent pid)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        text = handle.read()
+    return text[text.rindex(")") + 2 :].split()
+
+
 def _server_cpu(postmaster: int) -> float | None:
     """CPU seconds of a local server: its postmaster, every live child, and every child it has
     reaped (a parent's cutime/cstime): backends that exited are counted too."""
     tick = os.sysconf("SC_CLK_TCK")
-
-    def stat(pid: int | str) -> list[str]:
-        with open(f"/proc/{pid}/stat") as handle:
-            text = handle.read()
-        return text[text.rindex(")") + 2 :].split()
-
     try:
-        fields = stat(postmaster)
+        fields = _proc_stat(postmaster)
     except OSError:
         return None
     total = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            child = stat(pid)
+            child = _proc_stat(pid)
         except OSError:
             continue  # exited meanwhile: the postmaster's cutime has it (or will)
         if int(child[1]) == postmaster:
@@ -123,9 +124,7 @@ def cpu_spent(dsn: str) -> Iterator[CpuSpent]:
         row = conn.execute("select pg_backend_pid()").fetchone()
     assert row is not None
     try:
-        with open(f"/proc/{row[0]}/stat") as handle:
-            text = handle.read()
-        postmaster: int | None = int(text[text.rindex(")") + 2 :].split()[1])
+        postmaster: int | None = int(_proc_stat(int(str(row[0])))[1])
     except OSError:
         postmaster = None
     before = _server_cpu(postmaster) if postmaster else None
