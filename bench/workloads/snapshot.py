@@ -83,14 +83,18 @@ def _connectorx(dsn: str, table: str) -> int:
     return int(arrow.num_rows)
 
 
-def _raw_copy(dsn: str, table: str) -> int:
-    rows = 0
+def _drain_copy(dsn: str, source: sql.Composable) -> int:
+    """Rows of ``COPY <source> TO STDOUT (FORMAT binary)``, read through psycopg and dropped."""
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        with cur.copy(f"copy ledger.{table} to stdout (format binary)") as copy:
+        statement = sql.SQL("copy {} to stdout (format binary)").format(source)
+        with cur.copy(statement) as copy:
             for _ in copy:
                 pass
-        rows = cur.rowcount
-    return rows
+        return cur.rowcount
+
+
+def _raw_copy(dsn: str, table: str) -> int:
+    return _drain_copy(dsn, sql.Identifier("ledger", table))
 
 
 def _server_only_copy(dsn: str, table: str) -> int:
@@ -106,14 +110,10 @@ def _server_only_copy(dsn: str, table: str) -> int:
 
 def _raw_copy_narrow(dsn: str, table: str) -> int:
     """Raw binary COPY of four small columns only: how the rate depends on row width."""
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        statement = sql.SQL(
-            "copy (select tenant_id, amount, currency, created from {}) to stdout (format binary)"
-        ).format(sql.Identifier("ledger", table))
-        with cur.copy(statement) as copy:
-            for _ in copy:
-                pass
-        return cur.rowcount
+    narrow = sql.SQL("(select tenant_id, amount, currency, created from {})").format(
+        sql.Identifier("ledger", table)
+    )
+    return _drain_copy(dsn, narrow)
 
 
 def _best_rate(read: Callable[[str, str], int], dsn: str) -> float:
