@@ -166,6 +166,9 @@ def test_instance_configs_are_valid(
     assert settings["run_coordinator"]["class"] == "QueuedRunCoordinator"
     # Each queued run of the dispute -> lake -> marts chain waits for a dequeue pass.
     assert settings["run_coordinator"]["config"]["dequeue_interval_seconds"] <= 1
+    # Run workers fork from a warm server that is renewed when the dbt project changes.
+    assert settings["run_launcher"]["class"] == "ForkServerRunLauncher"
+    assert settings["run_launcher"]["config"]["watch"] == ["dbt_project"]
 
 
 def test_production_instance_runs_on_postgres(
@@ -183,6 +186,7 @@ def test_production_instance_runs_on_postgres(
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_launcher).__name__ == "ForkServerRunLauncher"
         key = dg.AssetKey(["lake", "stripe_charges"])
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key))
         records = instance.fetch_materializations(key, limit=1).records

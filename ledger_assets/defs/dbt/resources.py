@@ -1,6 +1,5 @@
 """Resources of the marts: the dbt CLI and where the marts live."""
 
-import sys
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +13,7 @@ from packaging.version import Version
 from ledger_assets.defs.reconciliation.resources import ReconciliationResource
 from ledger_assets.defs.resources import LakeResource, PostgresResource
 from ledger_assets.lib.marts.contracts import results_dir
+from ledger_assets.lib.marts.project import dbt_runner_command
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 
@@ -42,15 +42,17 @@ class LedgerDbtCliResource(DbtCliResource):
 
 
 def dbt_cli() -> LedgerDbtCliResource:
-    """The marts' dbt CLI: ``python -m ledger_assets.lib.marts.dbt_runner``, dbt's own CLI in
-    this interpreter's environment except that it parses without the run's vars (see there).
-    The module goes in ``global_config_flags``, which dagster-dbt puts right after the
+    """The marts' dbt CLI: ``lib.marts.dbt_runner``, dbt's own CLI in this interpreter's
+    environment except that it parses without the run's vars (see there), started through the
+    warm dbt server when the run has one (``lib.marts.project.dbt_runner_command``). The
+    command's arguments go in ``global_config_flags``, which dagster-dbt puts right after the
     executable, before dbt's arguments."""
+    executable, *arguments = dbt_runner_command()
     return LedgerDbtCliResource(
         project_dir=str(DBT_PROJECT_DIR),
         profiles_dir=str(DBT_PROJECT_DIR),
-        dbt_executable=sys.executable,
-        global_config_flags=["-m", "ledger_assets.lib.marts.dbt_runner"],
+        dbt_executable=executable,
+        global_config_flags=arguments,
     )
 
 

@@ -11,6 +11,10 @@ the command on that manifest through dbt's programmatic API (``dbtRunner(manifes
 same process, so dbt is imported once. The command itself still gets its vars.
 
 Output and exit codes are dbt's own: 0 success, 1 a node failed or errored, 2 dbt failed.
+
+Callers start it through :func:`ledger_assets.lib.marts.project.dbt_runner_command`: a fork of
+a warm dbt server (``lib.forkserver``, named by ``LEDGER_DBT_FORKSERVER``) when one runs, which
+skips dbt's ~3 s import, else a new process, exactly as ``python -m`` this module.
 """
 
 from __future__ import annotations
@@ -52,5 +56,10 @@ def run(args: Sequence[str]) -> int:
     return exit_code(dbtRunner(manifest=parsed.result).invoke(list(args)))  # type: ignore[arg-type]
 
 
+def main(args: Sequence[str]) -> int:
+    """The command line (and the fork server's entry): ``args`` is a dbt command."""
+    return run(args)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))

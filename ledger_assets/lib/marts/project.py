@@ -24,6 +24,8 @@ from typing import Any
 
 import duckdb
 
+from ledger_assets.lib import forkserver
+
 #: The schema dbt builds the marts in (dbt_project.yml, macros/generate_schema_name.sql).
 MARTS_SCHEMA = "marts"
 #: The files a dbt parse reads; a change to any of them may change the views.
@@ -118,6 +120,32 @@ def record_views_built(database: Path, fingerprint: str | None) -> None:
         con.close()
 
 
+#: The environment variable that names a warm dbt server's socket (see ``start_dbt_server``).
+DBT_FORKSERVER_ENV = "LEDGER_DBT_FORKSERVER"
+_DBT_RUNNER_MODULE = "ledger_assets.lib.marts.dbt_runner"
+
+
+def dbt_runner_command() -> list[str]:
+    """The command that runs :mod:`ledger_assets.lib.marts.dbt_runner` (append dbt's
+    arguments): in a fork of the warm dbt server named by ``$LEDGER_DBT_FORKSERVER`` when there
+    is one, else as ``python -m`` the module. Either way it is a process with this one's
+    pipes, environment and exit code, as dagster-dbt expects of its ``dbt`` executable."""
+    return [
+        sys.executable, str(forkserver.SCRIPT), "call-or-exec", DBT_FORKSERVER_ENV,
+        _DBT_RUNNER_MODULE,
+    ]  # fmt: skip
+
+
+def start_dbt_server(env: Mapping[str, str] | None = None) -> forkserver.ForkServer:
+    """A fork server that has imported dbt: set ``LEDGER_DBT_FORKSERVER`` to its
+    ``socket_path`` for the processes that should use it. Its owner stops it."""
+    return forkserver.ForkServer.start(
+        preload=[_DBT_RUNNER_MODULE],
+        entry="ledger_assets.lib.forkserver:run_module_main",
+        env=env,
+    )
+
+
 def run_dbt_process(
     args: Sequence[str],
     project_dir: Path,
@@ -135,7 +163,7 @@ def run_dbt_process(
     run its own artifacts, partial-parse state and logs.
     """
     if runner:
-        command = [sys.executable, "-m", "ledger_assets.lib.marts.dbt_runner", *args]
+        command = [*dbt_runner_command(), *args]
     else:
         command = [str(Path(sys.executable).with_name("dbt")), *args]
     env = {**os.environ, "LEDGER_STATE_DIR": str(state_dir),
