@@ -168,7 +168,9 @@ def test_instance_configs_are_valid(
     assert settings["run_coordinator"]["config"]["dequeue_interval_seconds"] <= 1
     # Run workers fork from a warm server that is renewed when the dbt project changes.
     assert settings["run_launcher"]["class"] == "ForkServerRunLauncher"
-    assert settings["run_launcher"]["config"]["watch"] == ["dbt_project"]
+    watch = settings["run_launcher"]["config"]["watch"]
+    assert "dbt_project/models/**" in watch
+    assert not any("target" in w or "logs" in w for w in watch)
 
 
 def test_production_instance_runs_on_postgres(

@@ -25,7 +25,7 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
         "run_launcher": {
             "module": "ledger_assets.defs.launcher",
             "class": "ForkServerRunLauncher",
-            # The watch path is relative to the code location's working directory.
+            # An absolute glob; relative ones start at the code location's working directory.
             "config": {"warm_dbt": False, "watch": [str(watched)]},
         }
     }

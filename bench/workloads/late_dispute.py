@@ -180,7 +180,7 @@ class _ForkedRuns:
         from ledger_assets.defs.launcher import ForkServerRunLauncher
 
         self.instance = instance
-        self.launcher = ForkServerRunLauncher(watch=["dbt_project"], warm_dbt=True)
+        self.launcher = ForkServerRunLauncher(watch=["dbt_project/models/**"], warm_dbt=True)
         self.launcher.register_instance(instance)
         pointer = ModuleCodePointer(
             "ledger_assets.definitions", "defs", working_directory=str(PROJECT.parent)

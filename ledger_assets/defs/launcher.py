@@ -15,9 +15,9 @@ ECS) use, so the run's events, logs, retries and failure handling are Dagster's 
 
 Correctness does not depend on the servers:
 
-* a server refuses to fork once any module it imported, or a ``watch`` path (the dbt project,
-  whose manifest the code location reads when it loads), has changed on disk; the launcher
-  then starts a new server, so a run never executes code older than what is on disk;
+* a server refuses to fork once any module it imported, or a file matching a ``watch`` glob
+  (the dbt project's sources, which the code location parses when it loads), has changed;
+  the launcher then starts a new server, so a run never executes code older than on disk;
 * a server that cannot start (the code location fails to import, say) makes the launcher
   start the run cold, ``python -m dagster api execute_run``, where Dagster reports the error
   on the run;
@@ -37,7 +37,6 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Self
 
 import dagster as dg
@@ -101,8 +100,9 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
         return {
             "watch": dg.Field(
                 [str], is_required=False, default_value=[],
-                description="Paths (relative to the code location's working directory) whose "
-                "change makes the warm server stale, besides the modules it imported.",
+                description="Globs (relative to the code location's working directory; ** "
+                "recurses) of files whose change makes the warm server stale, besides the "
+                "modules it imported. Leave out what runs write (dbt's target/ and logs/).",
             ),
             "warm_dbt": dg.Field(
                 bool, is_required=False, default_value=True,
@@ -166,7 +166,7 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
                     preload=[__name__],
                     prepare=[f"{__name__}:load_code_location"],
                     entry=f"{__name__}:execute_run_main",
-                    watch=[Path(working_directory, w) for w in self._watch],
+                    watch=[os.path.join(working_directory, w) for w in self._watch],
                     env={**self._worker_env(), ORIGIN_ENV: dg.serialize_value(origin)},
                     cwd=working_directory,
                     python=origin.executable_path,

@@ -18,8 +18,9 @@ client relays signals to it and exits with its exit code (``call``). A detached 
 (``spawn``) returns the child's pid at once instead.
 
 Stale code is never run: each request first compares the modification times of every module
-the server has imported, and of the ``--watch`` paths, with those at start; on any change the
-server answers ``stale`` and exits, and the caller falls back to a fresh process.
+the server has imported, and of the files matching the ``--watch`` globs, with those at start;
+on any change the server answers ``stale`` and exits, and the caller falls back to a fresh
+process.
 
 The server is single-threaded (forking a multi-threaded process can deadlock the child) and
 stdlib-only, so that the client side, run as a script (``python .../forkserver.py call``),
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import importlib
 import json
 import os
@@ -67,9 +69,16 @@ class ForkServerUnavailableError(RuntimeError):
 def _send_request(sock: socket.socket, request: Mapping[str, object], fds: Sequence[int]) -> None:
     payload = json.dumps(request).encode()
     message = len(payload).to_bytes(4, "big") + payload
-    # The descriptors ride on the first chunk; the rest of a large environment follows.
-    sent = socket.send_fds(sock, [message[:65536]], list(fds))
-    sock.sendall(message[sent:])
+    try:
+        # The descriptors ride on the first chunk; the rest of a large environment follows.
+        sent = socket.send_fds(sock, [message[:65536]], list(fds))
+        sock.sendall(message[sent:])
+    except OSError as error:
+        # The server went away (stopping, or stale) before it took the request: nothing ran.
+        sock.close()
+        raise ForkServerUnavailableError(
+            f"the fork server did not take the request: {error}"
+        ) from error
 
 
 def _receive_request(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
@@ -234,18 +243,16 @@ def _resolve(reference: str) -> Callable[..., object]:
     return function  # type: ignore[no-any-return]
 
 
-def _source_mtimes(watch: Sequence[Path]) -> dict[str, int]:
-    """Modification times of every imported module's file and of every watched file."""
+def _source_mtimes(watch: Sequence[str]) -> dict[str, int]:
+    """Modification times of every imported module's file and of every file matching a
+    ``watch`` glob (``**`` recurses): a file that appears, disappears or changes is a change."""
     paths = {
         file
         for module in list(sys.modules.values())
         if isinstance(file := getattr(module, "__file__", None), str)
     }
-    for root in watch:
-        if root.is_dir():
-            paths.update(str(p) for p in root.rglob("*") if p.is_file())
-        else:
-            paths.add(str(root))  # a missing file counts too: its appearance is a change
+    for pattern in watch:
+        paths.update(glob.glob(pattern, recursive=True))
     mtimes = {}
     for path in paths:
         try:
@@ -306,7 +313,7 @@ def _run_child(entry: Callable[..., object], request: Mapping[str, object], fds:
 class _Server:
     listener: socket.socket
     entry: Callable[..., object]
-    watch: list[Path]
+    watch: list[str]
     owner_pid: int | None
     mtimes: dict[str, int] = field(default_factory=dict)
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
@@ -451,7 +458,7 @@ def serve(
     preload: Sequence[str],
     prepare: Sequence[str],
     entry: str,
-    watch: Sequence[Path] = (),
+    watch: Sequence[str] = (),
     owner_pid: int | None = None,
 ) -> None:
     """Import, prepare, print ``ready`` on stdout, then serve until stopped (SIGTERM/SIGINT,
@@ -506,7 +513,7 @@ class ForkServer:
         preload: Sequence[str],
         entry: str,
         prepare: Sequence[str] = (),
-        watch: Sequence[Path] = (),
+        watch: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         python: str = sys.executable,
@@ -519,7 +526,7 @@ class ForkServer:
         command = [python, str(SCRIPT), "serve", "--socket", socket_path, "--entry", entry]
         command += [a for m in preload for a in ("--preload", m)]
         command += [a for h in prepare for a in ("--prepare", h)]
-        command += [a for w in watch for a in ("--watch", str(w))]
+        command += [a for w in watch for a in ("--watch", w)]
         command += ["--owner-pid", str(os.getpid())]
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, cwd=cwd
@@ -570,7 +577,9 @@ def _main(argv: Sequence[str]) -> int:
     serve_parser.add_argument("--preload", action="append", default=[])
     serve_parser.add_argument("--prepare", action="append", default=[])
     serve_parser.add_argument("--entry", required=True, help="module:function(argv) -> code")
-    serve_parser.add_argument("--watch", action="append", default=[], type=Path)
+    serve_parser.add_argument(
+        "--watch", action="append", default=[], help="a glob (** recurses) of files to watch"
+    )
     serve_parser.add_argument("--owner-pid", type=int)
     commands.add_parser(
         "call-or-exec",

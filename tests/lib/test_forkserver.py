@@ -31,7 +31,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
 
 
-def _start(watch: tuple[Path, ...] = ()) -> ForkServer:
+def _start(watch: tuple[str, ...] = ()) -> ForkServer:
     return ForkServer.start(
         preload=[MODULE], entry="ledger_assets.lib.forkserver:run_module_main", watch=watch,
         env=_env(), cwd=str(ROOT),
@@ -122,8 +122,12 @@ def test_without_a_server_the_command_runs_cold(tmp_path: Path) -> None:
 def test_changed_code_is_never_run_warm(tmp_path: Path) -> None:
     watched = tmp_path / "project.yml"
     watched.write_text("v1")
-    stale = _start(watch=(watched,))
+    (tmp_path / "target").mkdir()
+    stale = _start(watch=(str(tmp_path / "*.yml"),))
     try:
+        assert call(stale.socket_path, [MODULE, "exit", "0"]) == 0
+        # What the globs leave out may change freely.
+        (tmp_path / "target" / "manifest.json").write_text("{}")
         assert call(stale.socket_path, [MODULE, "exit", "0"]) == 0
         watched.write_text("v2")
         os.utime(watched, ns=(time.time_ns() + 10**9,) * 2)
