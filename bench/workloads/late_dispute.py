@@ -110,6 +110,7 @@ def _dispute_to_marts(
     execute(lake_apply_job.name, {})
     applied = time.monotonic()
     tick = late_arrivals_sensor(dg.build_sensor_context(instance=instance, cursor=sensor_cursor))
+    ticked = time.monotonic()
     assert isinstance(tick, dg.SensorResult)
     requests = tick.run_requests or []
     assert [r.tags["ledger/dispute"] for r in requests] == [dispute_id]
@@ -125,6 +126,7 @@ def _dispute_to_marts(
         "capture": captured - committed,
         "apply run": applied - captured,
         "sensor + marts run": done - applied,
+        "sensor tick": ticked - applied,
     }
     return timings, tick.cursor
 
@@ -367,7 +369,7 @@ def late_dispute(ctx: Context) -> list[Figure]:
         for path in ("in process", "launched", "forked"):
             figures += [
                 Figure(f"{rows} rows, {path}: {part}", f[f"{path}: {part}"], "s", None, False)
-                for part in ("capture", "apply run", "sensor + marts run")
+                for part in ("capture", "apply run", "sensor + marts run", "sensor tick")
             ]
         figures += [
             Figure(f"{rows} rows: partitions rewritten (3 disputes)", f["partitions rewritten"],
