@@ -21,8 +21,9 @@ Correctness does not depend on the servers:
 * a server that cannot start (the code location fails to import, say) makes the launcher
   start the run cold, ``python -m dagster api execute_run``, where Dagster reports the error
   on the run;
-* the servers are children of the process that launches runs (the daemon); they stop with it,
-  after their running workers finish, as a run outlives a restarting daemon.
+* the servers are children of the process that launches runs (the daemon); they retire with
+  it (or with the instance's disposal), exiting after their running workers finish, as a run
+  outlives a restarting daemon. A replaced (stale) server retires the same way.
 
 Termination: the worker's pid is a run tag; ``terminate`` marks the run canceling and sends
 SIGINT to it, which Dagster turns into the run's interruption (the dbt client relays it on).
@@ -88,6 +89,8 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
         self._servers: dict[str, ForkServer] = {}
         self._dbt_server: ForkServer | None = None
         self._cold_workers: list[subprocess.Popen[bytes]] = []
+        #: Replaced servers still finishing their runs (polled, so none is left a zombie).
+        self._retiring: list[ForkServer] = []
         self._lock = threading.Lock()
         super().__init__()  # type: ignore[no-untyped-call]  # RunLauncher.__init__ is untyped
 
@@ -150,13 +153,16 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
                         stdio=(null.fileno(), sys.stdout.fileno(), sys.stderr.fileno()),
                     )  # fmt: skip
             except ForkServerUnavailableError:
+                # Stale (or gone): a new server takes the next commands, while this one
+                # finishes the runs it has started; a signal now would stop them.
                 with self._lock:
                     self._servers.pop(dg.serialize_value(origin), None)
-                server.stop()
+                    self._retiring.append(server)
         return None
 
     def _server(self, origin: RepositoryPythonOrigin) -> ForkServer | None:
         with self._lock:
+            self._retiring = [s for s in self._retiring if s.alive()]
             server = self._servers.get(dg.serialize_value(origin))
             if server is not None and server.alive():
                 return server
@@ -218,12 +224,13 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def dispose(self) -> None:
+        # Retired, not stopped: the runs they started finish, as with a restarting daemon.
         with self._lock:
             servers = [*self._servers.values(), *([self._dbt_server] if self._dbt_server else [])]
             self._servers.clear()
             self._dbt_server = None
         for server in servers:
-            server.stop()
+            server.retire()
 
 
 def _working_directory(origin: RepositoryPythonOrigin) -> str:

@@ -22,6 +22,10 @@ the server has imported, and of the files matching the ``--watch`` globs, with t
 on any change the server answers ``stale`` and exits, and the caller falls back to a fresh
 process.
 
+SIGTERM or SIGINT stops a server: its running commands get the same signal and are awaited.
+SIGUSR1 retires it, as does its owner's exit: it takes no new commands and exits when the
+running ones have finished.
+
 The server is single-threaded (forking a multi-threaded process can deadlock the child) and
 stdlib-only, so that the client side, run as a script (``python .../forkserver.py call``),
 starts in ~30 ms without importing the ``ledger_assets`` package. It never imports Dagster.
@@ -53,6 +57,8 @@ SCRIPT = Path(__file__).resolve()
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 #: The client's stdin, stdout and stderr travel with the request.
 STDIO = (0, 1, 2)
+#: Tells a server to retire: no new commands, exit when the running ones have finished.
+RETIRE_SIGNAL = signal.SIGUSR1
 
 
 class ForkServerUnavailableError(RuntimeError):
@@ -279,6 +285,7 @@ def _run_child(entry: Callable[..., object], request: Mapping[str, object], fds:
         (signal.SIGINT, signal.default_int_handler),
     ):
         signal.signal(signum, handler)
+    signal.signal(RETIRE_SIGNAL, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     for target, fd in zip(STDIO, fds, strict=True):
         os.dup2(fd, target)
@@ -329,6 +336,7 @@ class _Server:
         os.set_blocking(wake_read, False)
         signal.set_wakeup_fd(wake_write)
         stop_signal: list[int] = []
+        retire: list[int] = []
 
         def stop(signum: int, _frame: object) -> None:
             stop_signal.append(signum)
@@ -336,6 +344,7 @@ class _Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector through the pipe
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.signal(RETIRE_SIGNAL, lambda signum, _frame: retire.append(signum))
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
         self.selector.register(wake_read, selectors.EVENT_READ, "wake")
         while self.accepting or self.children:
@@ -354,8 +363,10 @@ class _Server:
                 for pid in self.children:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, stop_signal[0])
-            if self.owner_pid is not None and os.getppid() != self.owner_pid and self.accepting:
-                # The owner is gone: drain, as a run worker outlives a restarting daemon.
+            orphaned = self.owner_pid is not None and os.getppid() != self.owner_pid
+            if (retire or orphaned) and self.accepting:
+                # Retired, or the owner is gone: take no new commands and exit once the running
+                # ones finish, as a run worker outlives a restarting daemon.
                 self._stop_accepting()
 
     def _stop_accepting(self) -> None:
@@ -554,7 +565,14 @@ class ForkServer:
         return cls(socket_path, process)
 
     def alive(self) -> bool:
+        """Whether it still runs (once it has exited, this also collects its exit status)."""
         return self.process.poll() is None
+
+    def retire(self) -> None:
+        """Let it finish its running commands and exit, taking no new ones (a caller that
+        tries gets ``ForkServerUnavailableError``). ``alive()`` tells when it has exited."""
+        if self.alive():
+            self.process.send_signal(RETIRE_SIGNAL)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop it: running commands get SIGTERM and are awaited up to ``timeout``."""

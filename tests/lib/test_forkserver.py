@@ -206,3 +206,16 @@ def test_the_server_outlives_no_owner() -> None:
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     pytest.fail("the fork server kept running after its owner exited")
+
+
+def test_a_retired_server_finishes_its_commands_then_exits(server: ForkServer) -> None:
+    client = _client(server.socket_path, "sleep", "2", stdout=subprocess.PIPE)
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "sleeping"
+    server.retire()
+    time.sleep(0.3)  # the server takes the signal on its next wake-up
+    with pytest.raises(ForkServerUnavailableError):
+        call(server.socket_path, [MODULE, "exit", "0"])
+    # The running command was not interrupted: it ends normally, and then the server exits.
+    assert client.wait(timeout=30) == 0
+    assert server.process.wait(timeout=10) == 0
