@@ -501,7 +501,6 @@ def run_module_main(argv: Sequence[str]) -> object:
     (as ``call_or_exec`` sends it).
     The module's ``main(args)`` is called (it must have been preloaded to gain anything)."""
     module, *args = argv
-    sys.argv = [module, *args]
     return _resolve(f"{module}:main")(args)
 
 

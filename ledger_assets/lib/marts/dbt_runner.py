@@ -48,17 +48,13 @@ def exit_code(result: dbtRunnerResult) -> int:
     return 2
 
 
-def run(args: Sequence[str]) -> int:
-    """Parse the project without vars, then run ``args`` on that manifest."""
+def main(args: Sequence[str]) -> int:
+    """Parse the project without vars, then run ``args`` (a dbt command) on that manifest.
+    The command line, and the warm dbt server's entry."""
     parsed = dbtRunner().invoke(parse_arguments(args))
     if not parsed.success:
         return exit_code(parsed)
     return exit_code(dbtRunner(manifest=parsed.result).invoke(list(args)))  # type: ignore[arg-type]
-
-
-def main(args: Sequence[str]) -> int:
-    """The command line (and the fork server's entry): ``args`` is a dbt command."""
-    return run(args)
 
 
 if __name__ == "__main__":
