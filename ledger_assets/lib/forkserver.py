@@ -78,7 +78,10 @@ def _send_request(sock: socket.socket, request: Mapping[str, object], fds: Seque
     try:
         # The descriptors ride on the first chunk; the rest of a large environment follows.
         sent = socket.send_fds(sock, [message[:65536]], list(fds))
-        sock.sendall(message[sent:])
+        if sent < len(message):
+            # Not sendall(b""): it still calls send(), which fails with EPIPE when the server
+            # has already read the whole request, answered (say, "stale") and closed.
+            sock.sendall(message[sent:])
     except OSError as error:
         # The server went away (stopping, or stale) before it took the request: nothing ran.
         sock.close()
@@ -184,17 +187,34 @@ def call(
     }
     sock = _connect(socket_path)
     lines = _lines(sock)
+    # Relayed from before the request goes out: a signal that arrives before the child's pid
+    # is known waits, instead of killing this process and leaving the command orphaned.
+    pending: list[int] = []
+    started = False
+
+    def relay(signum: int, _frame: object) -> None:
+        if not started:
+            pending.append(signum)
+            return
+        with contextlib.suppress(OSError):
+            sock.sendall(f"signal {signum}\n".encode())
+
+    previous = {s: signal.signal(s, relay) for s in (signal.SIGINT, signal.SIGTERM)}
     with sock:
-        _send_request(sock, request, STDIO)
-        _first_reply(sock, lines)
+        try:
+            _send_request(sock, request, STDIO)
+            _first_reply(sock, lines)
+        except ForkServerUnavailableError:
+            # Nothing ran: the caller starts the command otherwise, and gets what came.
+            for restored, handler in previous.items():
+                signal.signal(restored, handler)
+            for waited in pending:
+                signal.raise_signal(waited)
+            raise
         sock.settimeout(None)
-
-        def relay(signum: int, _frame: object) -> None:
-            with contextlib.suppress(OSError):
-                sock.sendall(f"signal {signum}\n".encode())
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, relay)
+        started = True
+        for waited in pending:
+            relay(waited, None)
         for line in lines:
             if line.startswith("exit "):
                 code = int(line.split()[1])
