@@ -168,12 +168,7 @@ def _first_reply(sock: socket.socket, lines: Iterator[str]) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def call(
-    socket_path: str,
-    argv: Sequence[str],
-    env: Mapping[str, str] | None = None,
-    cwd: str | None = None,
-) -> int:
+def call(socket_path: str, argv: Sequence[str]) -> int:
     """Run ``argv`` in a fork of the server with this process's stdio, environment and working
     directory (``argv[0]`` is the program; the entry gets all of ``argv``). Relays SIGINT and
     SIGTERM to it and returns its exit code (negative: killed by that signal). Raises
@@ -181,8 +176,8 @@ def call(
     """
     request = {
         "argv": list(argv),
-        "env": dict(os.environ if env is None else env),
-        "cwd": cwd or os.getcwd(),
+        "env": dict(os.environ),
+        "cwd": os.getcwd(),
         "detach": False,
     }
     sock = _connect(socket_path)
