@@ -72,7 +72,7 @@ ONLY_DISPUTES = LiveRates(
     history_pending_posts=0,
 )  # fmt: skip
 #: Lake folders that change with every capture (the change log, the watermark).
-UNSTABLE = {"_changelog", "_state"}
+UNSTABLE = {"_changelog", "_state", "_pins"}
 SECRET = "test-e2e-dashboard-secret-" + "x" * 40
 
 

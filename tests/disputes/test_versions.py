@@ -11,6 +11,7 @@ import pytest
 
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
+from ledger_assets.lib.lake.pins import PinSet
 from ledger_assets.lib.lake.reader import create_lake_view
 from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.store import parquet_bytes, write_partition
@@ -114,7 +115,8 @@ def test_reading_as_of_a_watermark_reproduces_every_earlier_state(layout: LakeLa
         with duckdb.connect(str(marts)) as db:
             db.execute("create schema if not exists lake")
             kept = versions_as_of(layout, TABLE.name, Lsn(watermark))
-            create_persistent_lake_view(db, layout, TABLE, "lake", versions=kept)
+            pins = PinSet.create(layout, str(marts))
+            create_persistent_lake_view(db, pins, TABLE, "lake", versions=kept)
         with duckdb.connect(str(marts), read_only=True) as db:
             assert snapshot(db, f"lake.{TABLE.name}") == expected, watermark
     # Tenant 2 shares the old day's base file and never changed: it is there at every position.

@@ -251,6 +251,16 @@ class LakePath:
     def unlink(self) -> None:
         self.fs.delete_file(self.path)
 
+    def pin_to(self, target: LakePath) -> None:
+        """Give this file's current content the name ``target``, which replacing this file
+        later leaves alone (``pins.py``): locally a hard link (no bytes copied), on S3 a
+        server-side copy. ``target`` must be on the same storage."""
+        if self.is_local:
+            Path(target.path).parent.mkdir(parents=True, exist_ok=True)
+            os.link(self.path, target.path)
+        else:
+            self.fs.copy_file(self.path, target.path)
+
     def stat(self) -> FileStat:
         if self.is_local:
             st = os.stat(self.path)

@@ -5,10 +5,14 @@ dbt reads three schemas of the marts database, all (re)created here before every
 * ``lake`` — one view per lake table over the lake's *current* files, with the overlay
   semantics of :func:`ledger_assets.lib.lake.reader.create_lake_view` (an overlay file
   supersedes its tenant's slice of the day's base file). A view captures the file list when it
-  is created, so it must be recreated before each run. ``create_lake_view`` itself cannot be
-  used for a database that another process (dbt) reads: it registers two Arrow objects on its
-  own connection, and those vanish when that connection closes. These views keep the same two
-  relations as real (tiny) tables instead. ``lake._scope`` records which days they cover.
+  is created, so it must be recreated before each run. It lists *pins* of those files
+  (:mod:`ledger_assets.lib.lake.pins`), taken under each table's writer lock: CDC replaces
+  files in place while dbt reads for seconds to minutes, and DuckDB reading a file replaced
+  mid-query fails or returns torn rows. The pins last until the database is prepared again.
+  ``create_lake_view`` itself cannot be used for a database that another process (dbt)
+  reads: it registers two Arrow objects on its own connection, and those vanish when that
+  connection closes. These views keep the same two relations as real (tiny) tables instead.
+  ``lake._scope`` records which days they cover.
 * For a windowed run (:class:`BuildWindow`, the dbt vars ``start_date``/``end_date``) each view
   lists only the files of the days the run reads, so a one-day build costs the same whatever
   the lake's length: a query over a view of every day's file opens ~1,100 Parquet footers for
@@ -47,7 +51,8 @@ import pyarrow as pa
 
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
-from ledger_assets.lib.lake.reader import READ_OPTIONS, lake_files, lake_view_query, sql_list
+from ledger_assets.lib.lake.pins import PinSet
+from ledger_assets.lib.lake.reader import READ_OPTIONS, lake_view_query, sql_list
 from ledger_assets.lib.lake.schema import LakeTable
 from ledger_assets.lib.lake.storage import LakePath
 from ledger_assets.lib.lake.sync import read_lake_state
@@ -132,6 +137,9 @@ class PreparedDatabase:
     reach_days: dict[str, int] = field(default_factory=dict)
     #: Per lake table, the partitions read from a kept version (``as_of`` runs).
     versions_read: dict[str, int] = field(default_factory=dict)
+    #: The lake files the views read (``lib/lake/pins.py``): kept until the database is
+    #: prepared again; a reader done with the database earlier may release them.
+    pins: PinSet | None = None
     seconds: float = 0.0
 
 
@@ -168,7 +176,7 @@ def _quoted(name: str) -> str:
 
 def create_persistent_lake_view(
     con: duckdb.DuckDBPyConnection,
-    layout: LakeLayout,
+    pins: PinSet,
     lake_table: LakeTable,
     schema: str,
     days: Collection[date] | None = None,
@@ -178,9 +186,11 @@ def create_persistent_lake_view(
 
     The view of :func:`ledger_assets.lib.lake.reader.create_lake_view` (same files, same
     query), with its two helper relations stored as tables in ``schema``, so that another
-    process (dbt) can read it. ``days`` and ``versions``: see ``reader.lake_files``.
+    process (dbt) can read it. It reads the files through ``pins``, so CDC replacing one of
+    them while dbt reads cannot tear a query. ``days`` and ``versions``: see
+    ``reader.lake_files``.
     """
-    files = lake_files(layout, lake_table.name, days, versions)
+    files = pins.lake_files(lake_table.name, days, versions)
     sch = _quoted(schema)
     superseded = f"{sch}.{_quoted(f'_overlaid_{lake_table.name}')}"
     empty = f"{sch}.{_quoted(f'_empty_{lake_table.name}')}"
@@ -397,6 +407,7 @@ def prepare_marts_database(
         versions_read={name: len(kept) for name, kept in versions.items()},
     )  # fmt: skip
     database.parent.mkdir(parents=True, exist_ok=True)
+    pins = PinSet.create(layout, str(database.resolve()))
     con = duckdb.connect(str(database))
     try:
         # An S3 lake's views are read with httpfs; dbt's own connections get the same secret
@@ -412,7 +423,7 @@ def prepare_marts_database(
             days = None if window is None else set(window.days)
             for name, lake_table in tables.items():
                 report.lake_files[name] = create_persistent_lake_view(
-                    con, layout, lake_table, LAKE_SCHEMA, days, versions.get(name)
+                    con, pins, lake_table, LAKE_SCHEMA, days, versions.get(name)
                 )
             if window is not None:
                 zones = {
@@ -427,13 +438,19 @@ def prepare_marts_database(
                     report.reach_days[name] = len(extra)
                     if extra:
                         report.lake_files[name] = create_persistent_lake_view(
-                            con, layout, lake_table, LAKE_SCHEMA, set(window.days) | extra,
+                            con, pins, lake_table, LAKE_SCHEMA, set(window.days) | extra,
                             versions.get(name),
                         )  # fmt: skip
         _write_scope(con, window)
         report.reconciliation_files = create_reconciliation_view(con, results_dir)
         con.execute("commit")
+    except BaseException:
+        pins.release()
+        raise
     finally:
         con.close()
+    # The views now read this set's pins only; the ones before read older sets.
+    pins.release_others()
+    report.pins = pins
     report.seconds = time.monotonic() - started
     return report

@@ -95,19 +95,24 @@ def reproduce_marts(
     out.mkdir(parents=True, exist_ok=True)
     database = out / "marts.duckdb"
     prepared = prepare_marts_database(database, layout, tables, dsn, results_dir, as_of=as_of)
-    target = out / "dbt_target"
-    built = time.monotonic()
-    result = run_dbt_process(BUILD_ARGS, project_dir, out, target_path=target)
-    dbt_seconds = time.monotonic() - built
-    if result.returncode != 0:
-        raise ReproductionError(
-            f"dbt build as of {as_of} failed (exit {result.returncode}):\n"
-            f"{result.stdout[-4000:]}{result.stderr[-2000:]}"
-        )
-    report = export_marts(
-        database, MARTS_SCHEMA, mart_tables(database, MARTS_SCHEMA), out / "marts",
-        source_lsn=prepared.applied_lsn, seeded_lsn=prepared.seeded_lsn,
-    )  # fmt: skip
+    try:
+        target = out / "dbt_target"
+        built = time.monotonic()
+        result = run_dbt_process(BUILD_ARGS, project_dir, out, target_path=target)
+        dbt_seconds = time.monotonic() - built
+        if result.returncode != 0:
+            raise ReproductionError(
+                f"dbt build as of {as_of} failed (exit {result.returncode}):\n"
+                f"{result.stdout[-4000:]}{result.stderr[-2000:]}"
+            )
+        report = export_marts(
+            database, MARTS_SCHEMA, mart_tables(database, MARTS_SCHEMA), out / "marts",
+            source_lsn=prepared.applied_lsn, seeded_lsn=prepared.seeded_lsn,
+        )  # fmt: skip
+    finally:
+        # Nothing reads this database's lake views again: its pins would only hold disk.
+        if prepared.pins is not None:
+            prepared.pins.release()
     return Reproduction(
         as_of, out, report.snapshot, report.rows, prepared, dbt_seconds,
         time.monotonic() - started,
