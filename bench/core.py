@@ -13,8 +13,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
+import yaml
 from psycopg import sql
 
 from ledger_assets.lib.sor.migrate import migrate
@@ -135,6 +137,26 @@ def cpu_spent(dsn: str) -> Iterator[CpuSpent]:
     after = _server_cpu(postmaster) if postmaster else None
     if before is not None and after is not None:
         spent.server = after - before
+
+
+#: The project's instance configuration (``dagster.yaml``).
+INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
+_STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+
+
+def project_storage_config(base: Path) -> str:
+    """``dagster.yaml``'s storage sections with their folders moved below ``base``: a bench
+    instance records runs with the storage classes the project's instance uses."""
+    config = yaml.safe_load(INSTANCE_CONFIG.read_text())
+    prefix = ".state/dagster/storage"
+    sections = {}
+    for key in _STORAGE_KEYS:
+        if key not in config:
+            continue
+        text = yaml.safe_dump(config[key])
+        assert prefix in text, f"dagster.yaml's {key} is not under {prefix}"
+        sections[key] = yaml.safe_load(text.replace(prefix, str(base)))
+    return yaml.safe_dump(sections)
 
 
 Workload = Callable[[Context], list[Figure]]

@@ -37,7 +37,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from bench.core import Context, Figure, workload
+from bench.core import Context, Figure, project_storage_config, workload
 from bench.workloads.marts import PROJECT, _dbt
 from ledger_assets.defs.dbt.assets import ledger_marts
 from ledger_assets.defs.dbt.resources import marts_run_resources
@@ -238,8 +238,11 @@ def _one_size(ctx: Context, rows: int, folder: Path) -> dict[str, float]:
             with psycopg.connect(dsn) as conn:
                 tables = lake_tables(conn)
             # A persistent instance: the launched runs (other processes) record on it too.
-            (folder / "dagster_home").mkdir()
-            instance = dg.DagsterInstance.local_temp(str(folder / "dagster_home"))
+            # Its storage is dagster.yaml's (the event log with pooled connections).
+            home = folder / "dagster_home"
+            home.mkdir()
+            (home / "dagster.yaml").write_text(project_storage_config(home / "storage"))
+            instance = dg.DagsterInstance.from_config(str(home))
             # The runs go through ``marts_job``, as the schedule and the sensor launch them (the
             # sensor waits for that job's first successful full build).
             job = dg.Definitions(
