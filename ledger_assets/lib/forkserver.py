@@ -59,6 +59,8 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 STDIO = (0, 1, 2)
 #: Tells a server to retire: no new commands, exit when the running ones have finished.
 RETIRE_SIGNAL = signal.SIGUSR1
+#: The private temporary folder that holds a started server's socket.
+_FOLDER_PREFIX = "ledger-fork-"
 
 
 class ForkServerUnavailableError(RuntimeError):
@@ -509,6 +511,12 @@ def serve(
     finally:
         with contextlib.suppress(OSError):
             os.unlink(socket_path)
+        # The private folder ForkServer.start made: a server that retires or goes stale exits
+        # on its own, without the owner's stop() that would remove it.
+        folder = os.path.dirname(socket_path)
+        if os.path.basename(folder).startswith(_FOLDER_PREFIX):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def run_module_main(argv: Sequence[str]) -> object:
@@ -546,7 +554,7 @@ class ForkServer:
     ) -> ForkServer:
         """Start a server and wait until it has imported everything and listens."""
         # Unix socket paths are limited to ~107 bytes: a short private folder of its own.
-        folder = tempfile.mkdtemp(prefix="ledger-fork-")
+        folder = tempfile.mkdtemp(prefix=_FOLDER_PREFIX)
         socket_path = os.path.join(folder, "s")
         command = [python, str(SCRIPT), "serve", "--socket", socket_path, "--entry", entry]
         command += [a for m in preload for a in ("--preload", m)]

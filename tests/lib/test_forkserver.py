@@ -133,8 +133,10 @@ def test_changed_code_is_never_run_warm(tmp_path: Path) -> None:
         os.utime(watched, ns=(time.time_ns() + 10**9,) * 2)
         with pytest.raises(ForkServerUnavailableError, match="stale"):
             call(stale.socket_path, [MODULE, "exit", "0"])
-        # It exits rather than serve old code; the client falls back to a fresh process.
+        # It exits rather than serve old code (removing its socket's folder); the client falls
+        # back to a fresh process.
         assert stale.process.wait(timeout=10) == 0
+        assert not os.path.exists(os.path.dirname(stale.socket_path))
         client = _client(stale.socket_path, "echo", stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE)  # fmt: skip
         assert client.communicate(timeout=60)[0].strip().endswith("warm=False")
@@ -216,6 +218,8 @@ def test_a_retired_server_finishes_its_commands_then_exits(server: ForkServer) -
     time.sleep(0.3)  # the server takes the signal on its next wake-up
     with pytest.raises(ForkServerUnavailableError):
         call(server.socket_path, [MODULE, "exit", "0"])
-    # The running command was not interrupted: it ends normally, and then the server exits.
+    # The running command was not interrupted: it ends normally, and then the server exits,
+    # leaving no socket or folder behind.
     assert client.wait(timeout=30) == 0
     assert server.process.wait(timeout=10) == 0
+    assert not os.path.exists(os.path.dirname(server.socket_path))
