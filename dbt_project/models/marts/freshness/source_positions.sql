@@ -6,10 +6,10 @@
         on_schema_change='fail',
     )
 }}
-{#- Grain: one row per tenant and account-local day the run rebuilds (the window's days, and
-    the charge days of disputes created in it, whose cohorts disputes_by_charge_cohort
-    rebuilds). max_lsn: the latest WAL position (`_lsn`) among the lake rows behind that day's
-    numbers: every lake table's rows of the day, plus the disputes of the day's charges (the
+{#- Grain: one row per tenant and account-local day the run rebuilds (the window's days, every
+    day of the window with lake rows, and the charge days of disputes created in it, whose
+    cohorts disputes_by_charge_cohort rebuilds). max_lsn: the latest WAL position (`_lsn`)
+    among the lake rows behind that day's numbers: every lake table's rows of the day, plus the disputes of the day's charges (the
     cohort mart counts them under the charge's day, whatever day they were created). 0 when
     only seeding-snapshot rows are behind it (and for a day without rows): lib.marts.export
     turns it into the snapshot's source tags. -#}
@@ -26,12 +26,6 @@ cohort_days as (
         charge_local_date as local_date
     from {{ ref('int_disputes_joined_to_charges') }}
     where {{ in_window('local_date') }}
-),
-
-keys as (
-    select * from tenant_days
-    union
-    select * from cohort_days
 ),
 
 -- Each table's rows reduced to one per tenant-day before they meet: the union and the join
@@ -92,6 +86,25 @@ rows_behind as (
         count(source_lsn) as lake_rows
     from {{ ref('int_disputes_joined_to_charges') }}
     group by tenant_id, charge_local_date
+),
+
+-- The window's days with lake rows, also before the tenant's spine starts (history imported
+-- from before it was onboarded): a late-arrivals run for such a day must move its tag, or a
+-- cache keyed on it would keep the numbers from before the late change.
+days_with_rows as (
+    select distinct
+        tenant_id,
+        local_date
+    from rows_behind
+    where {{ in_window('local_date') }}
+),
+
+keys as (
+    select * from tenant_days
+    union
+    select * from cohort_days
+    union
+    select * from days_with_rows
 ),
 
 positions as (
