@@ -61,7 +61,7 @@ from ledger_assets.lib.synth.load import SeedSpec, seed_database
 TOUCHED = ("stripe_disputes", "stripe_balance_transactions", "stripe_charges")
 
 
-def _open_dispute(dsn: str, now: datetime) -> str:
+def open_dispute(dsn: str, now: datetime) -> str:
     """Commit a dispute (with its withdrawal) on a succeeded charge 100-150 days old."""
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
@@ -101,7 +101,7 @@ def _dispute_to_marts(
     """One dispute from its commit to the marts: capture (what the CDC sensor's tick does), the
     apply run, the late-arrivals sensor's tick and the marts run it requests. Returns the
     timings and the sensor's new cursor."""
-    dispute_id = _open_dispute(dsn, now)
+    dispute_id = open_dispute(dsn, now)
     committed = time.monotonic()
     with ChangeCapture(lake.capture_config(dsn)) as capture:
         capture.start()
