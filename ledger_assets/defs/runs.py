@@ -15,6 +15,13 @@ NOT_YET_WORKING = [
 #: Runs not finished yet: waiting, or working.
 UNFINISHED = [*NOT_YET_WORKING, dg.DagsterRunStatus.STARTED]
 
+#: ``minimum_interval_seconds`` for a sensor that should tick on every pass of Dagster's sensor
+#: daemon. The daemon passes every 5 s at the most often (``MIN_INTERVAL_LOOP_TIME``), and an
+#: interval of exactly 5 s made a tick skip every other pass: a pass starts a hair under 5 s
+#: after the last tick, so the sensor was not due yet and waited for the next pass (ticks came
+#: every 10 s, measured in the demo's daemon log).
+TICK_EVERY_DAEMON_PASS = 1
+
 #: The tags that make a run cover a range of partitions (one run, single-run backfill policy).
 PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_START = "dagster/asset_partition_range_start"

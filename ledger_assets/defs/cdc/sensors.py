@@ -4,7 +4,7 @@ import dagster as dg
 
 from ledger_assets.defs.lake.jobs import lake_apply_job, lake_seed_job
 from ledger_assets.defs.resources import LakeResource, PostgresResource
-from ledger_assets.defs.runs import waiting_run
+from ledger_assets.defs.runs import TICK_EVERY_DAEMON_PASS, waiting_run
 from ledger_assets.lib.cdc import CaptureBusyError, ChangeCapture
 from ledger_assets.lib.cdc.state import read_state
 from ledger_assets.lib.lake.sync import read_lake_state
@@ -45,10 +45,9 @@ def lake_seed_sensor(
     description="Capture committed changes from the logical slot into the change log, then "
     "request a lake apply run for the newly landed LSN range.",
     job_name=lake_apply_job.name,
-    # Dagster's sensor daemon evaluates sensors at most every 5 s, so this is as often as a
-    # tick can come. A change waits for the next tick (2.5 s on average, 5 at 10 s); a tick
-    # with nothing landed is one slot peek.
-    minimum_interval_seconds=5,
+    # Every pass of Dagster's sensor daemon (one per 5 s, its floor; TICK_EVERY_DAEMON_PASS):
+    # a change waits 2.5 s on average for its tick. A tick with nothing landed is a slot peek.
+    minimum_interval_seconds=TICK_EVERY_DAEMON_PASS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def cdc_capture_sensor(

@@ -31,6 +31,7 @@ from ledger_assets.defs.runs import (
     NOT_YET_WORKING,
     PARTITION_RANGE_END,
     PARTITION_RANGE_START,
+    TICK_EVERY_DAEMON_PASS,
     waiting_run,
 )
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
@@ -184,10 +185,10 @@ def pending_marts_coverage(instance: dg.DagsterInstance) -> Callable[[date], boo
     description="Rebuild the mart days of lake partitions rewritten before the days the marts "
     "schedule rebuilds (a late dispute on an old charge): one marts run per cluster of days.",
     job_name=marts_job.name,
-    # A late dispute's marts wait for this tick (half the interval on average): at 30 s that
-    # was most of the way from the commit to the marts. A tick with nothing new is one indexed
-    # read per lake table (`bench late_dispute` reports a tick's time).
-    minimum_interval_seconds=5,
+    # A late dispute's marts wait for this tick: at 30 s that was most of the way from the
+    # commit to the marts. Every daemon pass (TICK_EVERY_DAEMON_PASS); a tick with nothing new
+    # is one indexed read per lake table (`bench late_dispute` reports a tick's time).
+    minimum_interval_seconds=TICK_EVERY_DAEMON_PASS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def late_arrivals_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
