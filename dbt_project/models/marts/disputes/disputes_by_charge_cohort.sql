@@ -29,23 +29,17 @@ affected as (
         currency,
         local_date as cohort_date
     from tenant_days
+    -- The cohorts of disputes opened in the window, and the window's own cohorts that have
+    -- disputes, also on days before the tenant's spine starts (history imported from before it
+    -- was onboarded): a late-arrivals run for a cohort day must rebuild that day, or its row
+    -- keeps the count from before the dispute.
     union
     select
         tenant_id,
         currency,
         charge_local_date as cohort_date
     from disputes
-    where {{ in_window('local_date') }}
-    -- The window's own cohorts that have disputes, also on days before the tenant's spine
-    -- starts (history imported from before it was onboarded): a late-arrivals run for a cohort
-    -- day must rebuild that day, or its row keeps the count from before the dispute.
-    union
-    select
-        tenant_id,
-        currency,
-        charge_local_date as cohort_date
-    from disputes
-    where {{ in_window('charge_local_date') }}
+    where {{ in_window('local_date') }} or {{ in_window('charge_local_date') }}
 ),
 
 -- Charges and disputes are reduced to cohort days before they meet `affected`: the left joins
