@@ -44,7 +44,7 @@ from datetime import date
 from ledger_assets.lib.lake.compact import table_lock
 from ledger_assets.lib.lake.layout import LakeLayout, PartitionKey
 from ledger_assets.lib.lake.reader import LakeFiles, lake_files
-from ledger_assets.lib.lake.storage import LakePath
+from ledger_assets.lib.lake.storage import S3_SCHEME, LakePath
 
 PINS_DIR = "_pins"
 #: A pin set this old belongs to a reader that died without releasing it (a full build over
@@ -64,7 +64,7 @@ class PinSet:
     """One reader's pins: the files it listed, each under a name no writer replaces."""
 
     layout: LakeLayout
-    owner: str
+    #: ``<root>/_pins/<owner>/<set>``.
     folder: LakePath
     #: Source path (below the root) -> its pin's URI.
     pinned: dict[str, str] = field(default_factory=dict)
@@ -72,11 +72,10 @@ class PinSet:
     @classmethod
     def create(cls, layout: LakeLayout, reader: str) -> PinSet:
         """A new, empty pin set for ``reader``; also deletes abandoned pin sets of any reader."""
-        owner = owner_name(reader)
         _delete_abandoned(layout)
-        # Time first, so that a listing sorts an owner's sets from oldest to newest.
+        # Creation time first: what _delete_abandoned reads the set's age from.
         name = f"{time.time_ns():020d}-{os.getpid()}"
-        return cls(layout, owner, layout.path / PINS_DIR / owner / name)
+        return cls(layout, layout.path / PINS_DIR / owner_name(reader) / name)
 
     def lake_files(
         self,
@@ -129,12 +128,12 @@ class PinSet:
 
 def _at(root: LakePath, uri: str) -> LakePath:
     """The :class:`LakePath` of a URI that ``lake_files`` gave for ``root``."""
-    path = uri if root.is_local else uri.removeprefix("s3://")
+    path = uri if root.is_local else uri.removeprefix(S3_SCHEME)
     return LakePath(path, root.fs, root.s3)
 
 
-def _delete_abandoned(layout: LakeLayout, now_ns: int | None = None) -> None:
-    cutoff = (time.time_ns() if now_ns is None else now_ns) - int(ABANDONED_AFTER_S * 1e9)
+def _delete_abandoned(layout: LakeLayout) -> None:
+    cutoff = time.time_ns() - int(ABANDONED_AFTER_S * 1e9)
     pins = layout.path / PINS_DIR
     sets = {tuple(p.relative_to(pins).split("/", 2)[:2]) for p in pins.files()}
     for owner, name in sets:
