@@ -58,13 +58,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     ``base_dir``.
     """
 
-    def __init__(
-        self, base_dir: str, inst_data: ConfigurableClassData | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._engines_lock = threading.Lock()
-        super().__init__(base_dir, inst_data=inst_data, **kwargs)
+        super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
     def from_config_value(
