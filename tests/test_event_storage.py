@@ -1,6 +1,7 @@
 """The local instance's event log (``defs/event_storage.py``), as ``dagster.yaml`` configures it."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -23,8 +24,11 @@ def project_instance(home: Path) -> dg.DagsterInstance:
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> dg.DagsterInstance:
-    return project_instance(tmp_path / "home")
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    # Entered: runs then resolve Dagster's current state storage to this instance, whatever an
+    # earlier test left in that context variable.
+    with project_instance(tmp_path / "home") as entered:
+        yield entered
 
 
 def test_dagster_yaml_uses_the_pooled_event_log(instance: dg.DagsterInstance) -> None:
@@ -44,13 +48,12 @@ def test_runs_events_and_materializations_are_recorded_and_read_back(
     assert any(e.user_message == "one line" for e in first)
     key = dg.AssetKey("counted")
     assert len(instance.fetch_materializations(key, limit=100).records) == len(runs)
-    instance.dispose()
     # Another process's instance (the webserver, the daemon) reads the same files.
-    reader = project_instance(tmp_path / "home")
-    assert len(reader.fetch_materializations(key, limit=100).records) == len(runs)
-    assert [e.user_message for e in reader.all_logs(runs[0].run_id)] == [
-        e.user_message for e in first
-    ]
+    with project_instance(tmp_path / "home") as reader:
+        assert len(reader.fetch_materializations(key, limit=100).records) == len(runs)
+        assert [e.user_message for e in reader.all_logs(runs[0].run_id)] == [
+            e.user_message for e in first
+        ]
 
 
 def test_a_forked_child_records_through_its_own_connections(instance: dg.DagsterInstance) -> None:
