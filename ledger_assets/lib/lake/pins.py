@@ -66,16 +66,29 @@ class PinSet:
     layout: LakeLayout
     #: ``<root>/_pins/<owner>/<set>``.
     folder: LakePath
+    #: The owner's sets that were there when this one was created (its earlier views').
+    earlier: list[str] = field(default_factory=list)
     #: Source path (below the root) -> its pin's URI.
     pinned: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, layout: LakeLayout, reader: str) -> PinSet:
-        """A new, empty pin set for ``reader``; also deletes abandoned pin sets of any reader."""
-        _delete_abandoned(layout)
-        # Creation time first: what _delete_abandoned reads the set's age from.
+        """A new, empty pin set for ``reader``; also deletes abandoned pin sets of any reader.
+
+        One listing of every pin set serves both: the abandoned ones go now, the owner's
+        others when :meth:`release_others` says its new views are in place."""
+        pins = layout.path / PINS_DIR
+        owner = owner_name(reader)
+        cutoff = time.time_ns() - int(ABANDONED_AFTER_S * 1e9)
+        earlier = []
+        for set_owner, name in {tuple(p.relative_to(pins).split("/", 2)[:2]) for p in pins.files()}:
+            if int(name.split("-", 1)[0]) < cutoff:
+                (pins / set_owner / name).delete_tree()
+            elif set_owner == owner:
+                earlier.append(name)
+        # Creation time first: what a later create reads the set's age from.
         name = f"{time.time_ns():020d}-{os.getpid()}"
-        return cls(layout, layout.path / PINS_DIR / owner_name(reader) / name)
+        return cls(layout, pins / owner / name, sorted(earlier))
 
     def lake_files(
         self,
@@ -95,12 +108,13 @@ class PinSet:
 
     def _pin(self, uris: list[str]) -> list[str]:
         root = self.layout.path
-        todo = []
-        for uri in uris:
-            source = _at(root, uri)
-            rel = source.relative_to(root)
-            if rel not in self.pinned:
-                todo.append((rel, source, self.folder / rel))
+        sources = [_at(root, uri) for uri in uris]
+        rels = [source.relative_to(root) for source in sources]
+        todo = [
+            (rel, source, self.folder / rel)
+            for rel, source in zip(rels, sources, strict=True)
+            if rel not in self.pinned
+        ]
         if root.is_local:
             for _, source, pin in todo:
                 source.pin_to(pin)
@@ -109,33 +123,21 @@ class PinSet:
                 list(pool.map(lambda job: job[1].pin_to(job[2]), todo))
         for rel, _, pin in todo:
             self.pinned[rel] = pin.uri
-        return [self.pinned[_at(root, uri).relative_to(root)] for uri in uris]
+        return [self.pinned[rel] for rel in rels]
 
     def release(self) -> None:
         """Delete this set's pins (its views must no longer be read)."""
         self.folder.delete_tree()
 
     def release_others(self) -> int:
-        """Delete the owner's other pin sets (its earlier views are replaced); returns how many."""
-        others = {
-            pin.relative_to(self.folder.parent).split("/", 1)[0]
-            for pin in self.folder.parent.files()
-        } - {self.folder.name}
-        for name in others:
+        """Delete the owner's earlier pin sets (its earlier views are replaced); returns how
+        many."""
+        for name in self.earlier:
             (self.folder.parent / name).delete_tree()
-        return len(others)
+        return len(self.earlier)
 
 
 def _at(root: LakePath, uri: str) -> LakePath:
     """The :class:`LakePath` of a URI that ``lake_files`` gave for ``root``."""
     path = uri if root.is_local else uri.removeprefix(S3_SCHEME)
     return LakePath(path, root.fs, root.s3)
-
-
-def _delete_abandoned(layout: LakeLayout) -> None:
-    cutoff = time.time_ns() - int(ABANDONED_AFTER_S * 1e9)
-    pins = layout.path / PINS_DIR
-    sets = {tuple(p.relative_to(pins).split("/", 2)[:2]) for p in pins.files()}
-    for owner, name in sets:
-        if int(name.split("-", 1)[0]) < cutoff:
-            (pins / owner / name).delete_tree()
