@@ -9,10 +9,10 @@
 {#- Grain: one row per tenant and account-local day the run rebuilds (the window's days, every
     day of the window with lake rows, and the charge days of disputes created in it, whose
     cohorts disputes_by_charge_cohort rebuilds). max_lsn: the latest WAL position (`_lsn`)
-    among the lake rows behind that day's numbers: every lake table's rows of the day, plus the disputes of the day's charges (the
-    cohort mart counts them under the charge's day, whatever day they were created). 0 when
-    only seeding-snapshot rows are behind it (and for a day without rows): lib.marts.export
-    turns it into the snapshot's source tags. -#}
+    among the lake rows behind that day's numbers: every lake table's rows of the day, plus the
+    disputes of the day's charges (the cohort mart counts them under the charge's day, whatever
+    day they were created). 0 when only seeding-snapshot rows are behind it (and for a day
+    without rows): lib.marts.export turns it into the snapshot's source tags. -#}
 with tenant_days as (
     select distinct
         tenant_id,
