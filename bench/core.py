@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 import yaml
 from psycopg import sql
@@ -157,6 +158,16 @@ def project_storage_config(base: Path) -> str:
         assert prefix in text, f"dagster.yaml's {key} is not under {prefix}"
         sections[key] = yaml.safe_load(text.replace(prefix, str(base)))
     return yaml.safe_dump(sections)
+
+
+def local_instance(home: Path, config: str | None = None) -> dg.DagsterInstance:
+    """A Dagster instance in ``home`` (created), with ``config`` as its ``dagster.yaml``;
+    default: the project's storage (:func:`project_storage_config`) below ``home/storage``."""
+    home.mkdir(parents=True, exist_ok=True)
+    if config is None:
+        config = project_storage_config(home / "storage")
+    (home / "dagster.yaml").write_text(config)
+    return dg.DagsterInstance.from_config(str(home))
 
 
 Workload = Callable[[Context], list[Figure]]

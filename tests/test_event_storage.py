@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from bench.core import project_storage_config
+from bench.core import local_instance
 from ledger_assets.defs.event_storage import OPEN_SHARDS, PooledSqliteEventLogStorage
 
 
@@ -17,17 +17,11 @@ def counted(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"pid": os.getpid()})
 
 
-def project_instance(home: Path) -> dg.DagsterInstance:
-    home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text(project_storage_config(home / "storage"))
-    return dg.DagsterInstance.from_config(str(home))
-
-
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     # Entered: runs then resolve Dagster's current state storage to this instance, whatever an
     # earlier test left in that context variable.
-    with project_instance(tmp_path / "home") as entered:
+    with local_instance(tmp_path / "home") as entered:
         yield entered
 
 
@@ -49,7 +43,7 @@ def test_runs_events_and_materializations_are_recorded_and_read_back(
     key = dg.AssetKey("counted")
     assert len(instance.fetch_materializations(key, limit=100).records) == len(runs)
     # Another process's instance (the webserver, the daemon) reads the same files.
-    with project_instance(tmp_path / "home") as reader:
+    with local_instance(tmp_path / "home") as reader:
         assert len(reader.fetch_materializations(key, limit=100).records) == len(runs)
         assert [e.user_message for e in reader.all_logs(runs[0].run_id)] == [
             e.user_message for e in first

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from bench.core import Context, Figure, project_storage_config, workload
+from bench.core import Context, Figure, local_instance, workload
 
 REPEATS = 7
 LOG_LINES = 300
@@ -55,12 +55,6 @@ def marts_shaped() -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         yield dg.AssetCheckResult(asset_key=check.asset_key, check_name=check.name, passed=True)
 
 
-def _instance(folder: Path, config: str) -> dg.DagsterInstance:
-    folder.mkdir(parents=True)
-    (folder / "dagster.yaml").write_text(config)
-    return dg.DagsterInstance.from_config(str(folder))
-
-
 def _seconds(run: object) -> float:
     assert callable(run)
     started = time.perf_counter()
@@ -73,8 +67,8 @@ def event_log(ctx: Context) -> list[Figure]:
     del ctx  # no database: the storage under test is a local folder
     with tempfile.TemporaryDirectory(prefix="bench_event_log_") as tmp:
         home = Path(tmp)
-        stock = _instance(home / "stock", STOCK.format(base=home / "stock" / "storage"))
-        pooled = _instance(home / "pooled", project_storage_config(home / "pooled" / "storage"))
+        stock = local_instance(home / "stock", STOCK.format(base=home / "stock" / "storage"))
+        pooled = local_instance(home / "pooled")
         timings: dict[tuple[str, str], list[float]] = {}
         for instance in (stock, pooled):  # warm both up
             logging_job.execute_in_process(instance=instance)

@@ -37,7 +37,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from bench.core import Context, Figure, project_storage_config, workload
+from bench.core import Context, Figure, local_instance, workload
 from bench.workloads.marts import PROJECT, _dbt
 from ledger_assets.defs.dbt.assets import ledger_marts
 from ledger_assets.defs.dbt.resources import marts_run_resources
@@ -239,10 +239,7 @@ def _one_size(ctx: Context, rows: int, folder: Path) -> dict[str, float]:
                 tables = lake_tables(conn)
             # A persistent instance: the launched runs (other processes) record on it too.
             # Its storage is dagster.yaml's (the event log with pooled connections).
-            home = folder / "dagster_home"
-            home.mkdir()
-            (home / "dagster.yaml").write_text(project_storage_config(home / "storage"))
-            instance = dg.DagsterInstance.from_config(str(home))
+            instance = local_instance(folder / "dagster_home")
             # The runs go through ``marts_job``, as the schedule and the sensor launch them (the
             # sensor waits for that job's first successful full build).
             job = dg.Definitions(
