@@ -166,6 +166,8 @@ def test_instance_configs_are_valid(
     assert settings["run_coordinator"]["class"] == "QueuedRunCoordinator"
     # Each queued run of the dispute -> lake -> marts chain waits for a dequeue pass.
     assert settings["run_coordinator"]["config"]["dequeue_interval_seconds"] <= 1
+    # Its sensors watch for most of a daemon pass: in a serial loop they would hold up the rest.
+    assert settings["sensors"]["use_threads"] is True
     # Run workers fork from a warm server that is renewed when the dbt project changes.
     assert settings["run_launcher"]["class"] == "ForkServerRunLauncher"
     watch = settings["run_launcher"]["config"]["watch"]

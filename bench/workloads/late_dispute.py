@@ -44,7 +44,7 @@ from ledger_assets.defs.dbt.resources import marts_run_resources
 from ledger_assets.defs.dbt.schedules import CURRENT_TAG, marts_job
 from ledger_assets.defs.disputes.sensors import late_arrivals_sensor
 from ledger_assets.defs.lake.jobs import lake_apply_job
-from ledger_assets.defs.resources import LakeResource
+from ledger_assets.defs.resources import LakeResource, SensorWaitResource
 from ledger_assets.defs.runs import PARTITION_TAG
 from ledger_assets.lib.cdc import ChangeCapture
 from ledger_assets.lib.cdc import slot as slots
@@ -109,7 +109,10 @@ def _dispute_to_marts(
     captured = time.monotonic()
     execute(lake_apply_job.name, {})
     applied = time.monotonic()
-    tick = late_arrivals_sensor(dg.build_sensor_context(instance=instance, cursor=sensor_cursor))
+    one_look = {"sensor_wait": SensorWaitResource(seconds=0)}
+    tick = late_arrivals_sensor(
+        dg.build_sensor_context(instance=instance, cursor=sensor_cursor, resources=one_look)
+    )
     ticked = time.monotonic()
     assert isinstance(tick, dg.SensorResult)
     requests = tick.run_requests or []

@@ -88,6 +88,22 @@ class LakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         )
 
 
+class SensorWaitResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """How long a tick of a latency-critical sensor keeps watching for new work.
+
+    Dagster's sensor daemon starts a sensor's ticks one daemon pass apart (5 s at the most
+    often), so work that appears just after a tick waited ~2.5 s on average, once per sensor on
+    the dispute -> lake -> marts path. A tick that watches (cheaply: one small query per
+    ``poll_seconds``) for up to ``seconds`` before returning empty sees the work as it lands.
+    ``seconds`` stays under the daemon's 5 s pass, so the next pass finds the tick finished
+    and starts the next one (the daemon's ``sensors: use_threads`` runs ticks side by side).
+    Tests that tick a sensor by hand use 0: one look, as a plain sensor.
+    """
+
+    seconds: float = 4.0
+    poll_seconds: float = 0.2
+
+
 RESOURCES: dict[str, object] = {
     "postgres": PostgresResource(dsn=dg.EnvVar("LEDGER_PG_DSN")),
     "lake": LakeResource(
@@ -101,4 +117,5 @@ RESOURCES: dict[str, object] = {
         client_id=dg.EnvVar("PLAID_CLIENT_ID"),
         secret=dg.EnvVar("PLAID_SECRET"),
     ),
+    "sensor_wait": SensorWaitResource(),
 }

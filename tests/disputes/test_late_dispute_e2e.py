@@ -38,7 +38,7 @@ from ledger_assets.defs.dbt.resources import MartsResource
 from ledger_assets.defs.dbt.schedules import CURRENT_TAG, marts_job
 from ledger_assets.defs.disputes.sensors import DISPUTE_TAG, PARTITIONS_TAG, late_arrivals_sensor
 from ledger_assets.defs.lake.jobs import lake_apply_job
-from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.defs.resources import LakeResource, PostgresResource, SensorWaitResource
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.cdc.lsn import Lsn
 from ledger_assets.lib.ingest.inbox import apply_stripe_events
@@ -100,7 +100,11 @@ def env(migrated_dsn: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     yield {
         "dsn": migrated_dsn,
         "lake": lake,
-        "resources": {"postgres": PostgresResource(dsn=migrated_dsn), "lake": lake},
+        "resources": {
+            "postgres": PostgresResource(dsn=migrated_dsn),
+            "lake": lake,
+            "sensor_wait": SensorWaitResource(seconds=0),  # one look per tick, by hand
+        },
         "tmp": tmp_path,
     }
     with psycopg.connect(migrated_dsn, autocommit=True) as conn:
@@ -264,7 +268,7 @@ def test_a_late_dispute_rewrites_only_its_partitions_and_its_old_mart_day(
 
     # 4. The sensor asks for exactly the old cohort days (cohorts a week apart or less share a
     #    run over their range), naming every dispute in the run's key and tags.
-    ticked = late_arrivals_sensor(dg.build_sensor_context(instance=instance))
+    ticked = late_arrivals_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert isinstance(ticked, dg.SensorResult)
     requests = ticked.run_requests or []
 
@@ -288,7 +292,9 @@ def test_a_late_dispute_rewrites_only_its_partitions_and_its_old_mart_day(
         for dispute_id in request.tags[DISPUTE_TAG].split(","):
             assert dispute_id in (request.run_key or "")
         assert "stripe_charges:" in request.tags[PARTITIONS_TAG]
-    again = late_arrivals_sensor(dg.build_sensor_context(instance=instance, cursor=ticked.cursor))
+    again = late_arrivals_sensor(
+        dg.build_sensor_context(instance=instance, cursor=ticked.cursor, resources=resources)
+    )
     assert isinstance(again, dg.SensorResult)
     assert not again.run_requests
 

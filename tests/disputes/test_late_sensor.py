@@ -1,6 +1,8 @@
 """The late-arrivals sensor's requests: one run per touched old day, never a duplicate queue."""
 
-from datetime import date
+import threading
+import time
+from datetime import UTC, date, datetime
 
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun
@@ -14,8 +16,12 @@ from ledger_assets.defs.disputes.sensors import (
     pending_marts_coverage,
 )
 from ledger_assets.defs.lake.assets import lake_asset_key
+from ledger_assets.defs.lake.jobs import DISPUTES_KEY
+from ledger_assets.defs.resources import SensorWaitResource
 
 OLD, OLDER, RECENT = date(2026, 7, 1), date(2026, 6, 2), date(2026, 11, 28)
+#: One look per tick, as a plain sensor (the tests below that wait say so).
+NO_WAIT = {"sensor_wait": SensorWaitResource(seconds=0)}
 
 
 def change(day: date, dispute: str | None, lsn: str, storage_id: int) -> LakeChange:
@@ -92,7 +98,8 @@ def test_no_new_runs_while_the_last_ticks_runs_wait() -> None:
                 tags={TRIGGER_TAG: LATE_ARRIVAL, "dagster/partition": OLDER.isoformat()},
             )
         )  # fmt: skip
-        waiting = late_arrivals_sensor(dg.build_sensor_context(instance=instance))
+        context = dg.build_sensor_context(instance=instance, resources=NO_WAIT)
+        waiting = late_arrivals_sensor(context)
         assert isinstance(waiting, dg.SensorResult)
         assert not waiting.run_requests
         assert "still waiting" in (waiting.skip_reason.skip_message or "")  # type: ignore[union-attr]
@@ -104,6 +111,56 @@ def test_no_new_runs_while_the_last_ticks_runs_wait() -> None:
                 partition=dg.MultiPartitionKey({"date": OLD.isoformat(), "tenant": "1"}),
             )
         )
-        tick = late_arrivals_sensor(dg.build_sensor_context(instance=instance))
+        tick = late_arrivals_sensor(dg.build_sensor_context(instance=instance, resources=NO_WAIT))
         assert isinstance(tick, dg.SensorResult)
         assert "first full marts build" in (tick.skip_reason.skip_message or "")  # type: ignore[union-attr]
+
+
+def report_change(instance: dg.DagsterInstance, day: date) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=lake_asset_key("stripe_charges"),
+            partition=dg.MultiPartitionKey({"date": day.isoformat(), "tenant": "1"}),
+            metadata={DISPUTES_KEY: "dp_late"},
+        )
+    )
+
+
+def test_a_tick_watches_for_the_late_change_and_returns_as_it_lands() -> None:
+    # The daemon starts a tick only every 5 s; a tick that watches the event log sees an apply
+    # run's materializations when they are written, instead of at the next tick.
+    with dg.instance_for_test() as instance:
+        instance.add_run(
+            DagsterRun(
+                job_name="marts_job", run_id="f" * 36, status=dg.DagsterRunStatus.SUCCESS,
+                tags={"ledger/marts": "full_refresh"},
+            )
+        )  # fmt: skip
+        today = datetime.now(UTC).date()
+        report_change(instance, today)  # today's partition: the schedule's, not this sensor's
+        later = threading.Timer(0.5, report_change, (instance, OLD))
+        watching = {"sensor_wait": SensorWaitResource(seconds=30, poll_seconds=0.05)}
+        started = time.monotonic()
+        later.start()
+        try:
+            context = dg.build_sensor_context(instance=instance, resources=watching)
+            tick = late_arrivals_sensor(context)
+        finally:
+            later.join()
+        assert time.monotonic() - started < 15  # it returned on the change, not at 30 s
+        assert isinstance(tick, dg.SensorResult)
+        assert [r.partition_key for r in tick.run_requests or []] == [OLD.isoformat()]
+        assert (tick.run_requests or [])[0].tags[TRIGGER_TAG] == LATE_ARRIVAL
+        assert (tick.run_requests or [])[0].tags["ledger/dispute"] == "dp_late"
+
+        # Only today's partitions changed: the tick watches to its end and moves the cursor
+        # past them, so the next tick does not look at them again.
+        report_change(instance, today)
+        quiet = {"sensor_wait": SensorWaitResource(seconds=0.3, poll_seconds=0.05)}
+        idle = late_arrivals_sensor(
+            dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=quiet)
+        )
+        assert isinstance(idle, dg.SensorResult)
+        assert not idle.run_requests
+        assert idle.cursor is not None
+        assert int(idle.cursor) > int(tick.cursor or 0)

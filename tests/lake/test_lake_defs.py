@@ -1,5 +1,7 @@
 """The Dagster side of CDC: seed sensor → seed run, capture sensor → one apply run per tick."""
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from ledger_assets.defs.lake import jobs
 from ledger_assets.defs.lake.assets import LAKE_ASSETS, lake_asset_key
 from ledger_assets.defs.lake.jobs import lake_apply_job, lake_compaction_job, lake_seed_job
 from ledger_assets.defs.reconciliation.resources import ReconciliationResource
-from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.defs.resources import LakeResource, PostgresResource, SensorWaitResource
 from ledger_assets.lib.cdc import ChangeCapture, list_batches
 from ledger_assets.lib.cdc import slot as slots
 from ledger_assets.lib.lake.sync import read_lake_state
@@ -31,6 +33,7 @@ def env(migrated_dsn: str, tmp_path: Path) -> Any:
         "postgres": PostgresResource(dsn=migrated_dsn),
         "lake": LakeResource(root=str(tmp_path / "lake"), slot_name=f"s_{name}",
                              publication=f"p_{name}"),
+        "sensor_wait": SensorWaitResource(seconds=0),  # one look per tick, by hand
     }  # fmt: skip
     instance = dg.DagsterInstance.ephemeral()
     yield migrated_dsn, resources, instance
@@ -88,6 +91,34 @@ def test_seed_then_capture_then_apply(env: Any) -> None:
         busy = tick(cdc_capture_sensor, instance, resources)
     assert isinstance(busy, dg.SkipReason)
     assert "capture lock" in (busy.skip_message or "")
+
+
+def test_a_tick_lands_a_commit_made_while_it_watches(env: Any) -> None:
+    # The daemon starts a tick only every 5 s; a tick that watches the WAL lands a commit made
+    # after it started and asks for its apply run at once, not on the next tick.
+    dsn, resources, instance = env
+    assert lake_seed_job.execute_in_process(resources=resources, instance=instance).success
+
+    def edit() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("update ledger.stripe_charges set description = 'late' where id = "
+                         "(select min(id) from ledger.stripe_charges)")  # fmt: skip
+
+    watching = {**resources, "sensor_wait": SensorWaitResource(seconds=30, poll_seconds=0.05)}
+    commit = threading.Timer(0.5, edit)
+    started = time.monotonic()
+    commit.start()
+    try:
+        request = tick(cdc_capture_sensor, instance, watching)
+    finally:
+        commit.join()
+    assert time.monotonic() - started < 15  # it returned on the commit, not at 30 s
+    assert isinstance(request, dg.RunRequest)
+    assert request.tags["ledger/lsn_to"] != request.tags["ledger/lsn_from"]
+    # With nothing committed, a watching tick ends empty at its deadline.
+    assert lake_apply_job.execute_in_process(resources=resources, instance=instance).success
+    quiet = {**resources, "sensor_wait": SensorWaitResource(seconds=0.3, poll_seconds=0.05)}
+    assert isinstance(tick(cdc_capture_sensor, instance, quiet), dg.SkipReason)
 
 
 def test_materializing_a_partition_rebuilds_it_from_postgres(env: Any) -> None:

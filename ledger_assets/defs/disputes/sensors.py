@@ -27,6 +27,7 @@ import dagster as dg
 from ledger_assets.defs.dbt.schedules import CURRENT_TAG, first_scheduled_day, marts_job
 from ledger_assets.defs.lake.assets import lake_asset_key, lake_partitions
 from ledger_assets.defs.lake.jobs import DISPUTES_KEY, LSN_FROM_KEY, LSN_TO_KEY
+from ledger_assets.defs.resources import SensorWaitResource
 from ledger_assets.defs.runs import (
     NOT_YET_WORKING,
     PARTITION_RANGE_END,
@@ -34,6 +35,7 @@ from ledger_assets.defs.runs import (
     TICK_EVERY_DAEMON_PASS,
     waiting_run,
 )
+from ledger_assets.lib.polling import poll
 from ledger_assets.lib.sor.catalog import MIRRORED_TABLES
 
 #: Materializations read per lake table and tick; a longer backlog drains over later ticks.
@@ -180,26 +182,17 @@ def pending_marts_coverage(instance: dg.DagsterInstance) -> Callable[[date], boo
     return lambda day: everything or day in days or any(lo <= day <= hi for lo, hi in ranges)
 
 
-@dg.sensor(
-    name="late_arrivals_sensor",
-    description="Rebuild the mart days of lake partitions rewritten before the days the marts "
-    "schedule rebuilds (a late dispute on an old charge): one marts run per cluster of days.",
-    job_name=marts_job.name,
-    # A late dispute's marts wait for this tick: at 30 s that was most of the way from the
-    # commit to the marts. Every daemon pass (TICK_EVERY_DAEMON_PASS); a tick with nothing new
-    # is one indexed read per lake table (`bench late_dispute` reports a tick's time).
-    minimum_interval_seconds=TICK_EVERY_DAEMON_PASS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def late_arrivals_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    after = int(context.cursor) if context.cursor else None
+def late_arrivals(instance: dg.DagsterInstance, after: int | None) -> dg.SensorResult | None:
+    """One look at the lake materializations after storage id ``after``: the runs they call
+    for and the cursor past them, a skip that leaves the cursor where it is, or None when
+    there are none."""
     records: list[dg.EventLogRecord] = []
     # Storage ids are global to the event log: one cursor covers every lake table. When a
     # table has more than a page, the cursor stops at that page's end, so nothing is skipped;
     # records seen twice yield run keys already used, which Dagster does not launch again.
     limit: int | None = None
     for spec in MIRRORED_TABLES:
-        page = context.instance.fetch_materializations(
+        page = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=lake_asset_key(spec.name), after_storage_id=after),
             limit=PAGE,
             ascending=True,
@@ -211,14 +204,14 @@ def late_arrivals_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     if limit is not None:
         records = [r for r in records if r.storage_id <= limit]
     if not records:
-        return dg.SensorResult(skip_reason="no new lake materializations")
-    if waiting_run(context.instance, marts_job.name, {TRIGGER_TAG: LATE_ARRIVAL}) is not None:
+        return None
+    if waiting_run(instance, marts_job.name, {TRIGGER_TAG: LATE_ARRIVAL}) is not None:
         # The last tick's runs are still queued: more runs now would only lengthen the queue
         # (a day's run takes about a minute on 2 cores, and late disputes on scattered old days
         # can come faster). The cursor stays, so the first tick after they start takes every
         # change since, clustered into few runs.
         return dg.SensorResult(skip_reason="a late-arrivals marts run is still waiting to start")
-    built = first_full_build_started(context.instance)
+    built = first_full_build_started(instance)
     if built is None:
         # The first full build will read every partition; until it has, there are no marts to
         # correct. The cursor stays, so changes it may have missed are looked at afterwards.
@@ -228,11 +221,52 @@ def late_arrivals_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     requests = late_run_requests(
         changes,
         first_scheduled_day(datetime.now(UTC).date()),
-        pending_marts_coverage(context.instance),
+        pending_marts_coverage(instance),
     )
-    cursor = max(r.storage_id for r in records)
-    context.log.info(
-        f"{len(records)} lake materialization(s) up to storage id {cursor}: "
-        f"{len(requests)} late mart day run(s)"
-    )
-    return dg.SensorResult(run_requests=requests, cursor=str(cursor))
+    return dg.SensorResult(run_requests=requests, cursor=str(max(r.storage_id for r in records)))
+
+
+@dg.sensor(
+    name="late_arrivals_sensor",
+    description="Rebuild the mart days of lake partitions rewritten before the days the marts "
+    "schedule rebuilds (a late dispute on an old charge): one marts run per cluster of days.",
+    job_name=marts_job.name,
+    # A late dispute's marts wait for this tick: at 30 s that was most of the way from the
+    # commit to the marts. Every daemon pass (TICK_EVERY_DAEMON_PASS), and each tick watches
+    # the event log for most of the pass (SensorWaitResource): one max-id query per poll, and
+    # a look at the lake tables' materializations only when the log has grown.
+    minimum_interval_seconds=TICK_EVERY_DAEMON_PASS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def late_arrivals_sensor(
+    context: dg.SensorEvaluationContext, sensor_wait: SensorWaitResource
+) -> dg.SensorResult:
+    instance = context.instance
+    cursor = context.cursor
+    newest_seen: int | None = None
+
+    def result_with_news() -> dg.SensorResult | None:
+        """A result that ends the tick: runs to request, or a reason to wait for a later one.
+        Materializations that call for no run (today's partitions) only move the cursor."""
+        nonlocal cursor, newest_seen
+        newest = instance.event_log_storage.get_maximum_record_id()
+        if newest == newest_seen:
+            return None
+        newest_seen = newest
+        result = late_arrivals(instance, int(cursor) if cursor else None)
+        if result is None:
+            return None
+        if result.run_requests or result.skip_reason:
+            return result
+        cursor = result.cursor
+        return None
+
+    result = poll(result_with_news, seconds=sensor_wait.seconds, every=sensor_wait.poll_seconds)
+    if result is None:
+        return dg.SensorResult(skip_reason="no new late lake changes", cursor=cursor)
+    if result.run_requests:
+        context.log.info(
+            f"lake materializations up to storage id {result.cursor}: "
+            f"{len(result.run_requests)} late mart day run(s)"
+        )
+    return result
