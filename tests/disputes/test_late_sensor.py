@@ -8,9 +8,12 @@ import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun
 
 from ledger_assets.defs.disputes.sensors import (
+    DISPUTE_PRIORITY,
     LATE_ARRIVAL,
+    PRIORITY_TAG,
     TRIGGER_TAG,
     LakeChange,
+    LateCursor,
     late_arrivals_sensor,
     late_run_requests,
     pending_marts_coverage,
@@ -82,63 +85,84 @@ def test_nearby_days_share_one_range_run() -> None:
     assert far.partition_key == OLD.isoformat()
 
 
-def test_no_new_runs_while_the_last_ticks_runs_wait() -> None:
-    # A demo delivering late disputes on scattered old days queued a dozen marts runs; a tick
-    # now waits for its earlier runs to start, and reads the changes later (cursor unchanged).
-    with dg.instance_for_test() as instance:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                asset_key=lake_asset_key("stripe_charges"),
-                partition=dg.MultiPartitionKey({"date": OLD.isoformat(), "tenant": "1"}),
-            )
-        )
-        instance.add_run(
-            DagsterRun(
-                job_name="marts_job", run_id="e" * 36, status=dg.DagsterRunStatus.NOT_STARTED,
-                tags={TRIGGER_TAG: LATE_ARRIVAL, "dagster/partition": OLDER.isoformat()},
-            )
-        )  # fmt: skip
-        context = dg.build_sensor_context(instance=instance, resources=NO_WAIT)
-        waiting = late_arrivals_sensor(context)
-        assert isinstance(waiting, dg.SensorResult)
-        assert not waiting.run_requests
-        assert "still waiting" in (waiting.skip_reason.skip_message or "")  # type: ignore[union-attr]
-        assert waiting.cursor is None
-    with dg.instance_for_test() as instance:  # the same change with no run waiting: read on
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                asset_key=lake_asset_key("stripe_charges"),
-                partition=dg.MultiPartitionKey({"date": OLD.isoformat(), "tenant": "1"}),
-            )
-        )
-        tick = late_arrivals_sensor(dg.build_sensor_context(instance=instance, resources=NO_WAIT))
-        assert isinstance(tick, dg.SensorResult)
-        assert "first full marts build" in (tick.skip_reason.skip_message or "")  # type: ignore[union-attr]
-
-
-def report_change(instance: dg.DagsterInstance, day: date) -> None:
+def report_change(instance: dg.DagsterInstance, day: date, dispute: str | None = None) -> int:
+    """A lake materialization of tenant 1's charges on ``day``; its storage id."""
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             asset_key=lake_asset_key("stripe_charges"),
             partition=dg.MultiPartitionKey({"date": day.isoformat(), "tenant": "1"}),
-            metadata={DISPUTES_KEY: "dp_late"},
+            metadata={DISPUTES_KEY: dispute} if dispute else {},
         )
     )
+    newest = instance.event_log_storage.get_maximum_record_id()
+    assert newest is not None
+    return newest
+
+
+def full_build_done(instance: dg.DagsterInstance) -> None:
+    instance.add_run(
+        DagsterRun(
+            job_name="marts_job", run_id="f" * 36, status=dg.DagsterRunStatus.SUCCESS,
+            tags={"ledger/marts": "full_refresh"},
+        )
+    )  # fmt: skip
+
+
+def test_while_late_runs_wait_only_a_dispute_gets_a_run_and_the_rest_is_read_later() -> None:
+    # A demo delivering late changes on scattered old days queued a dozen marts runs; a tick
+    # now waits for its earlier runs to start and reads the changes later (cursor unchanged).
+    # A dispute does not wait behind them: its run is requested at once, first in the queue.
+    with dg.instance_for_test() as instance:
+        full_build_done(instance)
+        refund_update = report_change(instance, OLD)
+        dispute = report_change(instance, OLDER, "dp_7")
+        queued = DagsterRun(
+            job_name="marts_job", run_id="e" * 36, status=dg.DagsterRunStatus.NOT_STARTED,
+            tags={TRIGGER_TAG: LATE_ARRIVAL, "dagster/partition": "2026-05-01"},
+        )  # fmt: skip
+        instance.add_run(queued)
+
+        def tick(cursor: str | None) -> dg.SensorResult:
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=NO_WAIT)
+            result = late_arrivals_sensor(context)
+            assert isinstance(result, dg.SensorResult)
+            return result
+
+        first = tick(None)
+        [urgent] = first.run_requests or []
+        assert urgent.partition_key == OLDER.isoformat()
+        assert urgent.tags["ledger/dispute"] == "dp_7"
+        assert urgent.tags[PRIORITY_TAG] == DISPUTE_PRIORITY
+        assert LateCursor.parse(first.cursor) == LateCursor(None, frozenset({dispute}))
+
+        second = tick(first.cursor)  # still waiting, nothing new: nothing more
+        assert not second.run_requests
+        assert "still waiting" in (second.skip_reason.skip_message or "")  # type: ignore[union-attr]
+        assert second.cursor == first.cursor
+
+        instance.delete_run(queued.run_id)  # it started: the rest is read now, and only it
+        third = tick(second.cursor)
+        [rest] = third.run_requests or []
+        assert rest.partition_key == OLD.isoformat()
+        assert rest.tags["ledger/dispute"] == "none"
+        assert PRIORITY_TAG not in rest.tags
+        assert LateCursor.parse(third.cursor) == LateCursor(max(refund_update, dispute))
+    with dg.instance_for_test() as instance:  # no full build yet: nothing to correct
+        report_change(instance, OLD)
+        tick = late_arrivals_sensor(dg.build_sensor_context(instance=instance, resources=NO_WAIT))
+        assert isinstance(tick, dg.SensorResult)
+        assert "first full marts build" in (tick.skip_reason.skip_message or "")  # type: ignore[union-attr]
+        assert LateCursor.parse(tick.cursor) == LateCursor()
 
 
 def test_a_tick_watches_for_the_late_change_and_returns_as_it_lands() -> None:
     # The daemon starts a tick only every 5 s; a tick that watches the event log sees an apply
     # run's materializations when they are written, instead of at the next tick.
     with dg.instance_for_test() as instance:
-        instance.add_run(
-            DagsterRun(
-                job_name="marts_job", run_id="f" * 36, status=dg.DagsterRunStatus.SUCCESS,
-                tags={"ledger/marts": "full_refresh"},
-            )
-        )  # fmt: skip
+        full_build_done(instance)
         today = datetime.now(UTC).date()
         report_change(instance, today)  # today's partition: the schedule's, not this sensor's
-        later = threading.Timer(0.5, report_change, (instance, OLD))
+        later = threading.Timer(0.5, report_change, (instance, OLD, "dp_late"))
         watching = {"sensor_wait": SensorWaitResource(seconds=30, poll_seconds=0.05)}
         started = time.monotonic()
         later.start()
@@ -162,5 +186,7 @@ def test_a_tick_watches_for_the_late_change_and_returns_as_it_lands() -> None:
         )
         assert isinstance(idle, dg.SensorResult)
         assert not idle.run_requests
-        assert idle.cursor is not None
-        assert int(idle.cursor) > int(tick.cursor or 0)
+        before, after = LateCursor.parse(tick.cursor).after, LateCursor.parse(idle.cursor).after
+        assert before is not None
+        assert after is not None
+        assert after > before

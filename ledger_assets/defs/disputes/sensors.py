@@ -7,7 +7,11 @@ rewritten partition with the disputes and the commit LSNs it came from. This sen
 materializations through a cursor over the event log (the storage id), keeps the ones on days
 the marts schedule does not rebuild, and requests one ``marts_job`` run per touched day —
 nothing else — unless a marts run covering that day is still queued. While runs it requested
-are still waiting to start, it requests none (the queue stays bounded) and reads on later.
+are still waiting to start, it requests none (the queue stays bounded) and reads on later,
+except for a dispute: its run is requested at once and starts before the other queued runs
+(``dagster/priority``), and the cursor remembers its changes so that they are not requested
+again. Each tick watches for new materializations for most of a daemon pass
+(``SensorWaitResource``), so an apply run's changes are seen as they are recorded.
 
 Run keys name the dispute(s) and the LSN that rewrote the day, so a second dispute on the same
 day (or a later state of the same dispute) is a new run and never deduplicated away. The run
@@ -18,6 +22,7 @@ which run and through which lake partitions.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -46,6 +51,10 @@ LATE_ARRIVAL = "late_arrival"
 PARTITIONS_TAG = "ledger/partitions"
 #: Late days at most this far apart are rebuilt in one run over their range.
 CLUSTER_GAP_DAYS = 7
+#: Dagster's queue starts higher-priority runs first (default 0): a run for a dispute goes
+#: before queued runs for other late changes (refund updates on last month's charges).
+PRIORITY_TAG = "dagster/priority"
+DISPUTE_PRIORITY = "10"
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,8 @@ def late_run_requests(
         }
         if first != last:
             tags |= {PARTITION_RANGE_START: first, PARTITION_RANGE_END: last}
+        if disputes:
+            tags[PRIORITY_TAG] = DISPUTE_PRIORITY
         requests.append(
             dg.RunRequest(
                 run_key=f"late:{first}..{last}:{'+'.join(disputes) or 'cdc'}:{digest}",
@@ -144,6 +155,40 @@ def late_run_requests(
             )
         )
     return requests
+
+
+@dataclass(frozen=True)
+class LateCursor:
+    """Where the sensor has read to: every lake materialization up to storage id ``after``,
+    and the later ones in ``requested`` (changes with a dispute whose runs were requested
+    while other late runs waited, ahead of the changes around them)."""
+
+    after: int | None = None
+    requested: frozenset[int] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str | None) -> LateCursor:
+        if not text:
+            return cls()
+        if text.isdigit():  # written before ``requested`` existed
+            return cls(int(text))
+        value = json.loads(text)
+        return cls(value["after"], frozenset(value["requested"]))
+
+    def __str__(self) -> str:
+        return json.dumps({"after": self.after, "requested": sorted(self.requested)})
+
+    def past(self, after: int) -> LateCursor:
+        """Read up to ``after``: the requested ids it passes are no longer needed."""
+        return LateCursor(after, frozenset(i for i in self.requested if i > after))
+
+
+def request_covers(request: dg.RunRequest, day: date) -> bool:
+    """Whether a request from :func:`late_run_requests` rebuilds ``day``."""
+    if request.partition_key is not None:
+        return request.partition_key == day.isoformat()
+    first, last = request.tags[PARTITION_RANGE_START], request.tags[PARTITION_RANGE_END]
+    return first <= day.isoformat() <= last
 
 
 def first_full_build_started(instance: dg.DagsterInstance) -> float | None:
@@ -182,10 +227,9 @@ def pending_marts_coverage(instance: dg.DagsterInstance) -> Callable[[date], boo
     return lambda day: everything or day in days or any(lo <= day <= hi for lo, hi in ranges)
 
 
-def late_arrivals(instance: dg.DagsterInstance, after: int | None) -> dg.SensorResult | None:
-    """One look at the lake materializations after storage id ``after``: the runs they call
-    for and the cursor past them, a skip that leaves the cursor where it is, or None when
-    there are none."""
+def late_arrivals(instance: dg.DagsterInstance, cursor: LateCursor) -> dg.SensorResult | None:
+    """One look at the lake materializations past ``cursor``: the runs they call for and the
+    cursor past them, a skip that leaves the cursor where it is, or None when there are none."""
     records: list[dg.EventLogRecord] = []
     # Storage ids are global to the event log: one cursor covers every lake table. When a
     # table has more than a page, the cursor stops at that page's end, so nothing is skipped;
@@ -193,7 +237,9 @@ def late_arrivals(instance: dg.DagsterInstance, after: int | None) -> dg.SensorR
     limit: int | None = None
     for spec in MIRRORED_TABLES:
         page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=lake_asset_key(spec.name), after_storage_id=after),
+            dg.AssetRecordsFilter(
+                asset_key=lake_asset_key(spec.name), after_storage_id=cursor.after
+            ),
             limit=PAGE,
             ascending=True,
         )
@@ -203,14 +249,10 @@ def late_arrivals(instance: dg.DagsterInstance, after: int | None) -> dg.SensorR
             limit = last if limit is None else min(limit, last)
     if limit is not None:
         records = [r for r in records if r.storage_id <= limit]
-    if not records:
+    read_to = max((r.storage_id for r in records), default=None)
+    records = [r for r in records if r.storage_id not in cursor.requested]
+    if read_to is None or not records:
         return None
-    if waiting_run(instance, marts_job.name, {TRIGGER_TAG: LATE_ARRIVAL}) is not None:
-        # The last tick's runs are still queued: more runs now would only lengthen the queue
-        # (a day's run takes about a minute on 2 cores, and late disputes on scattered old days
-        # can come faster). The cursor stays, so the first tick after they start takes every
-        # change since, clustered into few runs.
-        return dg.SensorResult(skip_reason="a late-arrivals marts run is still waiting to start")
     built = first_full_build_started(instance)
     if built is None:
         # The first full build will read every partition; until it has, there are no marts to
@@ -223,7 +265,29 @@ def late_arrivals(instance: dg.DagsterInstance, after: int | None) -> dg.SensorR
         first_scheduled_day(datetime.now(UTC).date()),
         pending_marts_coverage(instance),
     )
-    return dg.SensorResult(run_requests=requests, cursor=str(max(r.storage_id for r in records)))
+    if waiting_run(instance, marts_job.name, {TRIGGER_TAG: LATE_ARRIVAL}) is not None:
+        # The last tick's runs are still queued: more runs now would only lengthen the queue
+        # (late changes on scattered old days can come faster than two cores rebuild them).
+        # The cursor stays, so the first tick after they start takes every change since,
+        # clustered into few runs. A dispute does not wait for that: its run is requested now
+        # (and goes first in the queue, DISPUTE_PRIORITY), and its changes are remembered in
+        # the cursor so that they are not requested again.
+        urgent = [r for r in requests if r.tags[DISPUTE_TAG] != "none"]
+        if not urgent:
+            return dg.SensorResult(
+                skip_reason="a late-arrivals marts run is still waiting to start"
+            )
+        taken = {c.storage_id for c in changes if any(request_covers(r, c.day) for r in urgent)}
+        after = LateCursor(cursor.after, cursor.requested | taken)
+        return dg.SensorResult(run_requests=urgent, cursor=str(after))
+    return dg.SensorResult(run_requests=requests, cursor=str(cursor.past(read_to)))
+
+
+def newest_lake_materialization(instance: dg.DagsterInstance) -> int | None:
+    """The storage id of the newest materialization of any lake table (one small query)."""
+    records = instance.get_asset_records([lake_asset_key(spec.name) for spec in MIRRORED_TABLES])
+    ids = [r.asset_entry.last_materialization_storage_id for r in records]
+    return max((i for i in ids if i is not None), default=None)
 
 
 @dg.sensor(
@@ -233,8 +297,8 @@ def late_arrivals(instance: dg.DagsterInstance, after: int | None) -> dg.SensorR
     job_name=marts_job.name,
     # A late dispute's marts wait for this tick: at 30 s that was most of the way from the
     # commit to the marts. Every daemon pass (TICK_EVERY_DAEMON_PASS), and each tick watches
-    # the event log for most of the pass (SensorWaitResource): one max-id query per poll, and
-    # a look at the lake tables' materializations only when the log has grown.
+    # the event log for most of the pass (SensorWaitResource): per poll one query for the lake
+    # tables' newest materialization, and a look at the new ones only when there are some.
     minimum_interval_seconds=TICK_EVERY_DAEMON_PASS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -242,31 +306,35 @@ def late_arrivals_sensor(
     context: dg.SensorEvaluationContext, sensor_wait: SensorWaitResource
 ) -> dg.SensorResult:
     instance = context.instance
-    cursor = context.cursor
+    cursor = LateCursor.parse(context.cursor)
     newest_seen: int | None = None
+    quiet = "no new late lake changes"
 
-    def result_with_news() -> dg.SensorResult | None:
-        """A result that ends the tick: runs to request, or a reason to wait for a later one.
-        Materializations that call for no run (today's partitions) only move the cursor."""
-        nonlocal cursor, newest_seen
-        newest = instance.event_log_storage.get_maximum_record_id()
+    def runs_to_request() -> dg.SensorResult | None:
+        """The tick's result once a look finds runs to request; until then each look that a
+        new lake materialization calls for moves the cursor past what needs no run (today's
+        partitions), or keeps it where it is with the reason why."""
+        nonlocal cursor, newest_seen, quiet
+        newest = newest_lake_materialization(instance)
         if newest == newest_seen:
             return None
         newest_seen = newest
-        result = late_arrivals(instance, int(cursor) if cursor else None)
+        result = late_arrivals(instance, cursor)
         if result is None:
             return None
-        if result.run_requests or result.skip_reason:
+        if result.run_requests:
             return result
-        cursor = result.cursor
+        if result.skip_reason is not None:
+            quiet = result.skip_reason.skip_message or quiet
+        else:
+            cursor = LateCursor.parse(result.cursor)
         return None
 
-    result = poll(result_with_news, seconds=sensor_wait.seconds, every=sensor_wait.poll_seconds)
+    result = poll(runs_to_request, seconds=sensor_wait.seconds, every=sensor_wait.poll_seconds)
     if result is None:
-        return dg.SensorResult(skip_reason="no new late lake changes", cursor=cursor)
-    if result.run_requests:
-        context.log.info(
-            f"lake materializations up to storage id {result.cursor}: "
-            f"{len(result.run_requests)} late mart day run(s)"
-        )
+        return dg.SensorResult(skip_reason=quiet, cursor=str(cursor))
+    context.log.info(
+        f"lake materializations read to {result.cursor}: "
+        f"{len(result.run_requests or [])} late mart day run(s)"
+    )
     return result
