@@ -22,6 +22,10 @@ UNFINISHED = [*NOT_YET_WORKING, dg.DagsterRunStatus.STARTED]
 #: every 10 s, measured in the demo's daemon log).
 TICK_EVERY_DAEMON_PASS = 1
 
+#: Dagster's queued run coordinator starts runs with a higher value first (default 0). In use:
+#: lake runs 5 (defs/lake/jobs.py), late-arrival marts runs for a dispute 10 (defs/disputes).
+PRIORITY_TAG = "dagster/priority"
+
 #: The tags that make a run cover a range of partitions (one run, single-run backfill policy).
 PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_START = "dagster/asset_partition_range_start"

@@ -10,7 +10,6 @@ from dagster._core.storage.dagster_run import DagsterRun
 from ledger_assets.defs.disputes.sensors import (
     DISPUTE_PRIORITY,
     LATE_ARRIVAL,
-    PRIORITY_TAG,
     TRIGGER_TAG,
     LakeChange,
     LateCursor,
@@ -21,6 +20,7 @@ from ledger_assets.defs.disputes.sensors import (
 from ledger_assets.defs.lake.assets import lake_asset_key
 from ledger_assets.defs.lake.jobs import DISPUTES_KEY
 from ledger_assets.defs.resources import SensorWaitResource
+from ledger_assets.defs.runs import PRIORITY_TAG
 
 OLD, OLDER, RECENT = date(2026, 7, 1), date(2026, 6, 2), date(2026, 11, 28)
 #: One look per tick, as a plain sensor (the tests below that wait say so).

@@ -37,6 +37,7 @@ from ledger_assets.defs.runs import (
     NOT_YET_WORKING,
     PARTITION_RANGE_END,
     PARTITION_RANGE_START,
+    PRIORITY_TAG,
     TICK_EVERY_DAEMON_PASS,
     waiting_run,
 )
@@ -51,9 +52,8 @@ LATE_ARRIVAL = "late_arrival"
 PARTITIONS_TAG = "ledger/partitions"
 #: Late days at most this far apart are rebuilt in one run over their range.
 CLUSTER_GAP_DAYS = 7
-#: Dagster's queue starts higher-priority runs first (default 0): a run for a dispute goes
-#: before queued runs for other late changes (refund updates on last month's charges).
-PRIORITY_TAG = "dagster/priority"
+#: A run for a dispute goes before queued runs for other late changes (refund updates on last
+#: month's charges) and before lake runs (PRIORITY_TAG).
 DISPUTE_PRIORITY = "10"
 
 

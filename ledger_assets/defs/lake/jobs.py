@@ -9,6 +9,7 @@ from ledger_assets.defs.lake.assets import lake_asset_key
 from ledger_assets.defs.partitions import LAKE_START_DATE, tenant_partitions
 from ledger_assets.defs.reconciliation.resources import ReconciliationResource
 from ledger_assets.defs.resources import LakeResource, PostgresResource
+from ledger_assets.defs.runs import PRIORITY_TAG
 from ledger_assets.lib.cdc import ChangeCapture, reset_capture
 from ledger_assets.lib.cdc.changelog import prunable_end, prune_batches
 from ledger_assets.lib.cdc.lsn import Lsn
@@ -20,7 +21,7 @@ from ledger_assets.lib.lake.versions import RETENTION_DAYS, prune_versions
 from ledger_assets.lib.reconcile.state import read_incremental_state
 
 #: Lake runs go ahead of queued ingestion runs: they are what makes changes visible.
-LAKE_PRIORITY = {"dagster/priority": "5"}
+LAKE_PRIORITY = {PRIORITY_TAG: "5"}
 
 #: Days still receiving changes keep their overlays; older ones are folded into day files.
 HOT_WINDOW_DAYS = 3
