@@ -7,7 +7,6 @@ from ledger_assets.defs.resources import LakeResource, PostgresResource, SensorW
 from ledger_assets.defs.runs import TICK_EVERY_DAEMON_PASS, waiting_run
 from ledger_assets.lib.cdc import CaptureBusyError, CaptureConfig, ChangeCapture, Lsn
 from ledger_assets.lib.cdc import slot as slots
-from ledger_assets.lib.cdc.state import read_state
 from ledger_assets.lib.lake.sync import read_lake_state
 from ledger_assets.lib.polling import poll
 
@@ -67,9 +66,8 @@ def capture_new_changes(
             with ChangeCapture(config) as capture:
                 capture.start()
                 capture.capture_batch()
-            state = read_state(config.changelog_dir)
-            assert state is not None
-            return state.landed if state.landed > past else None
+                landed = capture.state.landed
+            return landed if landed > past else None
 
         return poll(landed_past, seconds=wait.seconds, every=wait.poll_seconds)
 
