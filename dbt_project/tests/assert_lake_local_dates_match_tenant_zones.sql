@@ -3,9 +3,10 @@
 -- run's window only. For a fixed zone the local date never decreases as the instant grows, so
 -- when the earliest and the latest `created` filed under a (zone, local_date) both fall on that
 -- day, every row between them does: two zone conversions per zone-day (~15 us each) instead of
--- one per row. A failing row names the zone and the day.
+-- one per row, and the daily table has each tenant-day's earliest and latest already. A failing
+-- row names the zone and the day.
 with balance_transactions as (
-    select * from {{ ref('stg_stripe__balance_transactions') }}
+    select * from {{ ref('int_balance_transactions_daily') }}
     where {{ in_window('local_date') }}
 ),
 
@@ -17,8 +18,8 @@ tenant_days as (
     select
         tenant_id,
         local_date,
-        min(created_at) as first_created_at,
-        max(created_at) as last_created_at
+        min(first_created_at) as first_created_at,
+        max(last_created_at) as last_created_at
     from balance_transactions
     group by tenant_id, local_date
 ),

@@ -90,12 +90,12 @@ def test_views_that_read_the_window_are_never_kept() -> None:
         ]),
     }  # fmt: skip
     assert window_independent_views(manifest) == ["env", "plain"]
-    # This project: every staging and intermediate view (the day spine and the disputes joined
-    # to their charges are tables, which every run rebuilds).
+    # This project: every staging and intermediate view (the day spine, the daily tables and
+    # the disputes joined to their charges are tables, which every run rebuilds).
     kept = window_independent_views(json.loads(MANIFEST_PATH.read_text()))
-    assert len(kept) == 13
-    assert "int_tenant_days" not in kept
-    assert {"stg_stripe__charges", "int_balance_transactions_classified"} <= set(kept)
+    assert len(kept) == 12
+    assert not {"int_tenant_days", "int_balance_transactions_daily"} & set(kept)
+    assert {"stg_stripe__charges", "int_payouts_localized"} <= set(kept)
 
 
 def test_the_dbt_resource_skips_the_version_probe_and_the_adapter() -> None:

@@ -2,8 +2,8 @@
 {#- The day spine: every tenant, in its default currency, for every local day of the run's
     window from the day the tenant was created (in its own zone). Marts left-join their facts to
     it, so a day without rows is an explicit zero row, never a missing day. A table, not a view:
-    five marts read it, and as a view each of them would scan the balance transactions twice
-    more for the bounds of a full build. It reads the window, so every run rebuilds it. -#}
+    five marts read it, and as a view each of them would compute the bounds of a full build
+    again. It reads the window, so every run rebuilds it. -#}
 with tenants as (
     select * from {{ ref('stg_ledger__tenants') }}
 ),
@@ -14,8 +14,8 @@ currencies as (
 
 bounds as (
     select
-        {{ window_start(ref('stg_stripe__balance_transactions')) }} as first_day,
-        {{ window_end(ref('stg_stripe__balance_transactions')) }} as end_day
+        {{ window_start(ref('int_balance_transactions_daily')) }} as first_day,
+        {{ window_end(ref('int_balance_transactions_daily')) }} as end_day
 ),
 
 days as (

@@ -32,15 +32,19 @@ accounts as (
     select * from {{ ref('stg_plaid__accounts') }}
 ),
 
-flows as (
+currencies as (
+    select * from {{ ref('stg_ledger__currencies') }}
+),
+
+-- Grouped by the raw keys first: the account's name and type (long strings) are joined to the
+-- aggregated rows, not carried through the aggregation of every transaction.
+aggregated as (
     select
         tenant_id,
         account_id,
         local_date,
         category,
-        max(account_name) as account_name,
-        max(account_type) as account_type,
-        max(currency) as currency,
+        currency,
         cast(coalesce(sum(inflow) filter (where not is_pending), 0) as bigint) as posted_inflow,
         cast(coalesce(sum(outflow) filter (where not is_pending), 0) as bigint) as posted_outflow,
         count(*) filter (where not is_pending) as posted_count,
@@ -48,7 +52,39 @@ flows as (
         cast(coalesce(sum(outflow) filter (where is_pending), 0) as bigint) as pending_outflow,
         count(*) filter (where is_pending) as pending_count
     from transactions
-    group by tenant_id, account_id, local_date, category
+    group by tenant_id, account_id, local_date, category, currency
+),
+
+flows as (
+    select
+        aggregated.tenant_id,
+        aggregated.account_id,
+        aggregated.local_date,
+        aggregated.category,
+        accounts.account_name,
+        accounts.account_type,
+        -- A currency the project does not know stops the build, naming the account and day:
+        -- its minor units could not be shown or summed with the right exponent. (error(null)
+        -- does not raise: the message must never be null.)
+        coalesce(
+            currencies.currency,
+            error(
+                'unknown currency ''' || coalesce(aggregated.currency, 'null')
+                || ''' on Plaid transactions of account ' || aggregated.account_id || ' on '
+                || aggregated.local_date || ': not in ledger.currencies'
+            )
+        ) as currency,
+        aggregated.posted_inflow,
+        aggregated.posted_outflow,
+        aggregated.posted_count,
+        aggregated.pending_inflow,
+        aggregated.pending_outflow,
+        aggregated.pending_count
+    from aggregated
+    left join accounts
+        on aggregated.account_id = accounts.account_id
+    left join currencies
+        on aggregated.currency = currencies.currency
 ),
 
 quiet as (

@@ -19,12 +19,12 @@ with disputes as (
 ),
 
 balance_transactions as (
-    select * from {{ ref('int_balance_transactions_classified') }}
+    select * from {{ ref('int_balance_transactions_daily') }}
     where {{ in_window('local_date') }}
 ),
 
 charges as (
-    select * from {{ ref('stg_stripe__charges') }}
+    select * from {{ ref('int_charges_daily') }}
     where {{ in_window('local_date') }}
 ),
 
@@ -62,10 +62,9 @@ charged as (
         tenant_id,
         currency,
         local_date,
-        count(*) as charges_succeeded
+        charges_succeeded
     from charges
-    where status = 'succeeded'
-    group by tenant_id, currency, local_date
+    where charges_succeeded > 0
 ),
 
 keys as (

@@ -20,7 +20,7 @@ disputes as (
 ),
 
 charges as (
-    select * from {{ ref('stg_stripe__charges') }}
+    select * from {{ ref('int_charges_daily') }}
 ),
 
 affected as (
@@ -42,19 +42,17 @@ affected as (
     where {{ in_window('local_date') }} or {{ in_window('charge_local_date') }}
 ),
 
--- Charges and disputes are reduced to cohort days before they meet `affected`: the left joins
--- in `joined` keep the affected cohorts only, and joining a few rows per day is cheaper than
--- joining every charge.
+-- Disputes are reduced to cohort days (the charges already are) before they meet `affected`:
+-- the left joins in `joined` keep the affected cohorts only.
 cohort_charges as (
     select
         tenant_id,
         currency,
         local_date as cohort_date,
-        count(*) as charges_succeeded,
-        sum(amount) as charged_amount
+        charges_succeeded,
+        charged_amount
     from charges
-    where status = 'succeeded'
-    group by tenant_id, currency, local_date
+    where charges_succeeded > 0
 ),
 
 cohort_disputes as (

@@ -12,7 +12,7 @@
     unique_key is the tenant-day, coarser than the grain: a rebuild replaces whole tenant-days
     (docs: missing_days_policy), so a currency without rows any more leaves no stale row. -#}
 with balance_transactions as (
-    select * from {{ ref('int_balance_transactions_classified') }}
+    select * from {{ ref('int_balance_transactions_daily') }}
     where {{ in_window('local_date') }}
 ),
 
@@ -39,10 +39,10 @@ activity as (
         sum(amount) filter (where counts_as_revenue) as revenue,
         sum(net) filter (where pnl_line <> 'payouts') as net,
         sum(net) filter (where pnl_line = 'payouts') as payouts,
-        count(*) filter (where pnl_line = 'gross_charges') as charge_count,
-        count(*) filter (where pnl_line = 'refunds') as refund_count,
-        count(*) filter (where pnl_line = 'disputes') as dispute_count,
-        count(*) as balance_transaction_count
+        sum(balance_transactions) filter (where pnl_line = 'gross_charges') as charge_count,
+        sum(balance_transactions) filter (where pnl_line = 'refunds') as refund_count,
+        sum(balance_transactions) filter (where pnl_line = 'disputes') as dispute_count,
+        sum(balance_transactions) as balance_transaction_count
     from balance_transactions
     group by tenant_id, currency, local_date
 ),
@@ -64,10 +64,11 @@ filled as (
         cast(coalesce(activity.revenue, 0) as bigint) as revenue,
         cast(coalesce(activity.net, 0) as bigint) as net,
         cast(coalesce(activity.payouts, 0) as bigint) as payouts,
-        coalesce(activity.charge_count, 0) as charge_count,
-        coalesce(activity.refund_count, 0) as refund_count,
-        coalesce(activity.dispute_count, 0) as dispute_count,
-        coalesce(activity.balance_transaction_count, 0) as balance_transaction_count
+        cast(coalesce(activity.charge_count, 0) as bigint) as charge_count,
+        cast(coalesce(activity.refund_count, 0) as bigint) as refund_count,
+        cast(coalesce(activity.dispute_count, 0) as bigint) as dispute_count,
+        cast(coalesce(activity.balance_transaction_count, 0) as bigint)
+            as balance_transaction_count
     from tenant_days
     full outer join activity
         on

@@ -29,14 +29,15 @@ cohort_days as (
 ),
 
 -- Each table's rows reduced to one per tenant-day before they meet: the union and the join
--- then handle tenant-days, not lake rows.
+-- then handle tenant-days, not lake rows. Charges and balance transactions come reduced
+-- already (their daily tables), so this model does not scan them again.
 rows_behind as (
     select
         tenant_id,
         local_date,
-        max(source_lsn) as max_lsn,
-        count(source_lsn) as lake_rows
-    from {{ ref('stg_stripe__charges') }}
+        max(max_lsn) as max_lsn,
+        sum(charges) as lake_rows
+    from {{ ref('int_charges_daily') }}
     group by tenant_id, local_date
     union all
     select
@@ -66,9 +67,9 @@ rows_behind as (
     select
         tenant_id,
         local_date,
-        max(source_lsn) as max_lsn,
-        count(source_lsn) as lake_rows
-    from {{ ref('stg_stripe__balance_transactions') }}
+        max(max_lsn) as max_lsn,
+        sum(balance_transactions) as lake_rows
+    from {{ ref('int_balance_transactions_daily') }}
     group by tenant_id, local_date
     union all
     select
