@@ -45,11 +45,16 @@ def test_a_partition_window_becomes_dbt_vars() -> None:
 
 def test_a_full_refresh_drops_the_window() -> None:
     args = dbt_build_args(DAY, MartsConfig(full_refresh=True, unit_tests=True))
-    assert args == ["build", "--full-refresh"]
+    assert args == ["build", "--threads", "1", "--full-refresh"]
     # ... and rebuilds every view.
     assert dbt_build_args(DAY, MartsConfig(full_refresh=True), ["stg_a"]) == [
-        "build", "--full-refresh", "--exclude-resource-type", "unit_test"
+        "build", "--threads", "1", "--full-refresh", "--exclude-resource-type", "unit_test"
     ]  # fmt: skip
+
+
+def test_only_a_build_of_everything_runs_one_node_at_a_time() -> None:
+    assert dbt_build_args(None, MartsConfig())[:3] == ["build", "--threads", "1"]
+    assert "--threads" not in dbt_build_args(DAY, MartsConfig())
 
 
 def test_a_windowed_run_excludes_the_views_it_keeps() -> None:

@@ -88,6 +88,14 @@ def build_window(window: dg.TimeWindow | None, config: MartsConfig) -> BuildWind
     return BuildWindow(window.start.date(), window.end.date())
 
 
+#: dbt threads of a build of everything (profiles.yml's 2 serve the windowed runs, whose many
+#: small nodes overlap dbt's own per-node work). Each node of a full build is a scan of up to
+#: the whole lake that DuckDB already spreads over every core; two at once compete for cores
+#: and memory: at 200M lake rows the two largest uniqueness tests took 37 s and 32 s side by
+#: side, 12.5 s and 12.2 s one after the other (ARCHITECTURE.md, "Full-build cost").
+FULL_BUILD_THREADS = 1
+
+
 def dbt_build_args(
     window: dg.TimeWindow | None, config: MartsConfig, kept_views: Sequence[str] = ()
 ) -> list[str]:
@@ -95,9 +103,11 @@ def dbt_build_args(
 
     The window's dates are the partition keys' account-local days; end is exclusive.
     ``kept_views`` (windowed runs only) are left as they are, with their data tests.
+    A build of everything runs one node at a time (:data:`FULL_BUILD_THREADS`).
     """
     args = ["build"]
     if config.full_refresh or window is None:
+        args += ["--threads", str(FULL_BUILD_THREADS)]
         if config.full_refresh:
             args.append("--full-refresh")
     else:
