@@ -25,6 +25,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--baseline-rows", type=int, default=20_000,
                         help="rows in the row-by-row baseline slice")  # fmt: skip
+    parser.add_argument("--lake-copies", type=int, default=10,
+                        help="marts_at_scale: copies of each row in its dense lake")  # fmt: skip
     parser.add_argument("--dsn", help="use this server (a superuser DSN) instead of a private one")
     return parser.parse_args(argv)
 
@@ -36,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown workload(s): {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
         return 2
-    options = Options(args.rows, args.tenants, args.years, args.seed, args.baseline_rows)
+    options = Options(
+        args.rows, args.tenants, args.years, args.seed, args.baseline_rows, args.lake_copies
+    )
     results: dict[str, list[Figure]] = {}
 
     def run(admin_dsn: str) -> None:

@@ -58,6 +58,8 @@ class Options:
     years: float
     seed: int
     baseline_rows: int
+    #: ``marts_at_scale``: how many copies of each seeded row its denser lake holds.
+    lake_copies: int = 10
 
 
 class Context:

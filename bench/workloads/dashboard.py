@@ -64,7 +64,7 @@ from psycopg.rows import dict_row
 from starlette.applications import Starlette
 
 from bench.core import Context, Figure, workload
-from bench.workloads.marts import _dbt, build_marts_bench
+from bench.workloads.marts import build_marts_bench, run_dbt
 from ledger_assets.dashboard.app import DashboardConfig, build_dashboard
 from ledger_assets.dashboard.auth import mint_token
 from ledger_assets.dashboard.queries import REPORTS
@@ -731,7 +731,7 @@ def _build_marts(dsn: str, folder: Path, config: CaptureConfig) -> tuple[Path, P
     """Lake, marts (``dbt run``) and a published snapshot; returns the export root, the marts
     database and the lake position the marts reflect."""
     bench = build_marts_bench(dsn, folder, config)
-    _dbt(bench.project, bench.state, "run")
+    run_dbt(bench.project, bench.state, "run")
     root = bench.state / "marts"
     export_marts(bench.database, "marts", mart_tables(bench.database, "marts"), root,
                  source_lsn=bench.prepared.applied_lsn)  # fmt: skip

@@ -38,7 +38,7 @@ import dagster as dg
 import psycopg
 
 from bench.core import Context, Figure, local_instance, workload
-from bench.workloads.marts import PROJECT, _dbt
+from bench.workloads.marts import PROJECT, run_dbt
 from ledger_assets.defs.dbt.assets import ledger_marts
 from ledger_assets.defs.dbt.resources import marts_run_resources
 from ledger_assets.defs.dbt.schedules import CURRENT_TAG, marts_job
@@ -308,7 +308,7 @@ def _one_size(ctx: Context, rows: int, folder: Path) -> dict[str, float]:
             prepare_marts_database(
                 state / "marts.duckdb", lake.layout, tables, dsn, results_dir(state)
             )
-            _dbt(PROJECT, state, "build", "--exclude-resource-type", "unit_test")
+            run_dbt(PROJECT, state, "build", "--exclude-resource-type", "unit_test")
             figures["naive"] = time.monotonic() - started
         finally:
             with psycopg.connect(dsn, autocommit=True) as conn:

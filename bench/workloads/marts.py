@@ -31,7 +31,8 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -84,7 +85,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _dbt(
+def run_dbt(
     project: Path, state: Path, *args: str, target: Path | None = None
 ) -> tuple[float, float, float]:
     """Run dbt; returns (wall seconds, dbt's own elapsed seconds, CPU seconds of the process).
@@ -141,75 +142,93 @@ def build_marts_bench(dsn: str, folder: Path, config: CaptureConfig) -> MartsBen
     return MartsBench(layout, tables, project, state, prepared)
 
 
-@workload("marts")
-def marts(ctx: Context) -> list[Figure]:
+@dataclass(frozen=True)
+class SeededMarts:
+    """A seeded database and the marts bench built from it (see :func:`seeded_marts`)."""
+
+    dsn: str
+    spec: SeedSpec
+    lake_rows: int
+    bench: MartsBench
+
+
+@contextmanager
+def seeded_marts(ctx: Context, label: str) -> Iterator[SeededMarts]:
+    """Seed ``ctx.options``' rows into a fresh database and build the marts bench over its lake
+    (in a temporary folder); the slot and the folder are dropped afterwards."""
     opts = ctx.options
     spec = SeedSpec.scale(opts.rows, tenants=opts.tenants, years=opts.years, seed=opts.seed)
-    folder = Path(tempfile.mkdtemp(prefix="ledger-bench-marts-"))
-    figures: list[Figure] = []
-    with ctx.fresh_database("marts") as dsn:
+    folder = Path(tempfile.mkdtemp(prefix=f"ledger-bench-{label}-"))
+    with ctx.fresh_database(label) as dsn:
         report = seed_database(dsn, spec)
-        layout = LakeLayout(folder / "lake")
         name = str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
         config = CaptureConfig(
-            dsn=dsn, changelog_dir=layout.root / "_changelog",
+            dsn=dsn, changelog_dir=folder / "lake" / "_changelog",
             slot_name=f"lake_{name}", publication=f"lake_{name}",
         )  # fmt: skip
         try:
-            bench = build_marts_bench(dsn, folder, config)
-            tables, project, marts_state = bench.tables, bench.project, bench.state
-            database, prepared = bench.database, bench.prepared
-            rows = report.total_rows
-            figures.append(Figure(f"lake rows ({spec.tenants} tenants)", rows, "rows"))
-            figures.append(Figure("prepare views + refs", prepared.seconds, "s", None, False))
-            _dbt(project, marts_state, "parse")
-            wall, own, cpu = _dbt(project, marts_state, *_full_build_args())
-            figures.append(Figure("full build, all marts + tests (wall)", wall, "s", None, False))
-            figures.append(Figure("full build, all marts + tests (dbt)", own, "s", None, False))
-            figures.append(Figure("full build, all marts + tests (CPU)", cpu, "s", None, False))
-            day = spec.end - timedelta(days=2)
-            one_day = ("build", "--vars", _window(day), "--exclude-resource-type", "unit_test")
-            # What the marts asset runs for the day: the views of the full build kept (but
-            # those reading the window), through lib.marts.dbt_runner.
-            asset_args = _asset_build_args(day)
-            whole: list[tuple[float, float, float]] = []
-            scoped: list[tuple[float, float, float]] = []
-            asset: list[tuple[float, float, float]] = []
-            for _ in range(2):
-                prepare_marts_database(database, layout, tables, dsn, results_dir(marts_state))
-                whole.append(_dbt(project, marts_state, *one_day))
-                windowed = prepare_marts_database(
-                    database, layout, tables, dsn, results_dir(marts_state),
-                    window=BuildWindow(day, day + timedelta(days=1)),
-                )  # fmt: skip
-                scoped.append(_dbt(project, marts_state, *one_day))
-                asset.append(_dbt(project, marts_state, *asset_args, target=folder / "target"))
-            figures.append(Figure("prepare, one-day scoped views", windowed.seconds, "s", None,
-                                  False))  # fmt: skip
-            figures.append(Figure("one-day, every node (wall) vs whole-lake views",
-                                  min(w for w, _, _ in scoped), "s", min(w for w, _, _ in whole),
-                                  False))  # fmt: skip
-            figures.append(Figure("one-day, every node (dbt) vs whole-lake views",
-                                  min(o for _, o, _ in scoped), "s", min(o for _, o, _ in whole),
-                                  False))  # fmt: skip
-            inc_wall, inc_own = min(w for w, _, _ in asset), min(o for _, o, _ in asset)
-            figures.append(Figure("one-day incremental (wall) vs every node", inc_wall, "s",
-                                  min(w for w, _, _ in scoped), False))  # fmt: skip
-            figures.append(Figure("one-day incremental (dbt) vs every node", inc_own, "s",
-                                  min(o for _, o, _ in scoped), False))  # fmt: skip
-            figures.append(Figure("one-day incremental (CPU) vs every node",
-                                  min(c for _, _, c in asset), "s",
-                                  min(c for _, _, c in scoped), False))  # fmt: skip
-            figures += _dagster_overhead(dsn, layout, marts_state, day, inc_wall + windowed.seconds)
-            figures += _before_and_after(dsn, database, spec.end, own)
+            yield SeededMarts(dsn, spec, report.total_rows, build_marts_bench(dsn, folder, config))
         finally:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 slots.drop_slot(conn, config.slot_name)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+@workload("marts")
+def marts(ctx: Context) -> list[Figure]:
+    figures: list[Figure] = []
+    with seeded_marts(ctx, "marts") as seeded:
+        dsn, spec, bench = seeded.dsn, seeded.spec, seeded.bench
+        layout, folder = bench.layout, bench.project.parent
+        tables, project, marts_state = bench.tables, bench.project, bench.state
+        database, prepared = bench.database, bench.prepared
+        rows = seeded.lake_rows
+        figures.append(Figure(f"lake rows ({spec.tenants} tenants)", rows, "rows"))
+        figures.append(Figure("prepare views + refs", prepared.seconds, "s", None, False))
+        run_dbt(project, marts_state, "parse")
+        wall, own, cpu = run_dbt(project, marts_state, *full_build_args())
+        figures.append(Figure("full build, all marts + tests (wall)", wall, "s", None, False))
+        figures.append(Figure("full build, all marts + tests (dbt)", own, "s", None, False))
+        figures.append(Figure("full build, all marts + tests (CPU)", cpu, "s", None, False))
+        day = spec.end - timedelta(days=2)
+        one_day = ("build", "--vars", _window(day), "--exclude-resource-type", "unit_test")
+        # What the marts asset runs for the day: the views of the full build kept (but
+        # those reading the window), through lib.marts.dbt_runner.
+        asset_args = _asset_build_args(day)
+        whole: list[tuple[float, float, float]] = []
+        scoped: list[tuple[float, float, float]] = []
+        asset: list[tuple[float, float, float]] = []
+        for _ in range(2):
+            prepare_marts_database(database, layout, tables, dsn, results_dir(marts_state))
+            whole.append(run_dbt(project, marts_state, *one_day))
+            windowed = prepare_marts_database(
+                database, layout, tables, dsn, results_dir(marts_state),
+                window=BuildWindow(day, day + timedelta(days=1)),
+            )  # fmt: skip
+            scoped.append(run_dbt(project, marts_state, *one_day))
+            asset.append(run_dbt(project, marts_state, *asset_args, target=folder / "target"))
+        figures.append(Figure("prepare, one-day scoped views", windowed.seconds, "s", None,
+                              False))  # fmt: skip
+        figures.append(Figure("one-day, every node (wall) vs whole-lake views",
+                              min(w for w, _, _ in scoped), "s", min(w for w, _, _ in whole),
+                              False))  # fmt: skip
+        figures.append(Figure("one-day, every node (dbt) vs whole-lake views",
+                              min(o for _, o, _ in scoped), "s", min(o for _, o, _ in whole),
+                              False))  # fmt: skip
+        inc_wall, inc_own = min(w for w, _, _ in asset), min(o for _, o, _ in asset)
+        figures.append(Figure("one-day incremental (wall) vs every node", inc_wall, "s",
+                              min(w for w, _, _ in scoped), False))  # fmt: skip
+        figures.append(Figure("one-day incremental (dbt) vs every node", inc_own, "s",
+                              min(o for _, o, _ in scoped), False))  # fmt: skip
+        figures.append(Figure("one-day incremental (CPU) vs every node",
+                              min(c for _, _, c in asset), "s",
+                              min(c for _, _, c in scoped), False))  # fmt: skip
+        figures += _dagster_overhead(dsn, layout, marts_state, day, inc_wall + windowed.seconds)
+        figures += _before_and_after(dsn, database, spec.end, own)
     return figures
 
 
-def _full_build_args() -> list[str]:
+def full_build_args() -> list[str]:
     """The ``dbt build`` arguments of the marts asset's build of everything."""
     from ledger_assets.defs.dbt.assets import MartsConfig, dbt_build_args
 
