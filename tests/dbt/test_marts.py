@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -369,6 +370,52 @@ def test_an_unknown_currency_fails_the_build_loudly(
     # first: the check is part of the model's one pass over the rows).
     assert built.returncode != 0
     assert f"unknown currency 'xts' {message}" in built.stdout
+
+
+def test_a_lake_row_written_twice_fails_its_grain_test(scratch: DbtRun) -> None:
+    lake, table, day = scratch.lake, "stripe_charges", date(2025, 3, 12)
+    rows = read_partitions(lake.layout, lake.tables[table], [PartitionKey(table, 2, day)])
+    assert rows.num_rows > 1
+    with overlay(lake, table, 2, day, pa.concat_tables([rows, rows.slice(0, 1)])):
+        scratch.prepare()
+        built = scratch.dbt(
+            "build", "--vars", window(day), "--select", "stg_stripe__charges",
+            "--exclude-resource-type", "unit_test",
+        )  # fmt: skip
+    scratch.prepare()
+    assert built.returncode != 0
+    assert "FAIL 1 unique_and_not_null_stg_stripe__charges_charge_id" in built.stdout
+
+
+def test_a_dispute_whose_charge_is_not_in_the_lake_fails_the_build(scratch: DbtRun) -> None:
+    lake = scratch.lake
+    scratch.prepare()
+    ((charge, dispute_day),) = query(
+        scratch.database,
+        "select charge, local_date from lake.stripe_disputes order by local_date, id limit 1",
+    )
+    ((tenant, charge_day),) = query(
+        scratch.database,
+        "select tenant_id, local_date from lake.stripe_charges where id = ?",
+        [charge],
+    )
+    assert isinstance(dispute_day, date)
+    assert isinstance(charge_day, date)
+    charges = lake.tables["stripe_charges"]
+    key = PartitionKey(charges.name, int(str(tenant)), charge_day)
+    rows = read_partitions(lake.layout, charges, [key])
+    without = rows.filter(pc.not_equal(rows.column("id"), charge))
+    assert without.num_rows == rows.num_rows - 1
+    with overlay(lake, charges.name, key.tenant_id, charge_day, without):
+        scratch.prepare()
+        built = scratch.dbt(
+            "build", "--vars", window(dispute_day),
+            "--select", "+int_disputes_joined_to_charges", "--exclude", "stg_stripe__charges",
+            "--exclude-resource-type", "unit_test",
+        )  # fmt: skip
+    scratch.prepare()
+    assert built.returncode != 0
+    assert "FAIL 1 not_null_int_disputes_joined_to_charges_charge_local_date" in built.stdout
 
 
 def test_marts_refuse_a_lake_that_is_not_seeded(seeded_lake: Lake, tmp_path: Path) -> None:

@@ -37,7 +37,9 @@ currencies as (
 ),
 
 -- Grouped by the raw keys first: the account's name and type (long strings) are joined to the
--- aggregated rows, not carried through the aggregation of every transaction.
+-- aggregated rows, not carried through the aggregation of every transaction. The currency is
+-- a key, not an aggregate: an account's transactions in two currencies on one day and category
+-- would be two rows, which the grain test fails on, instead of one sum of mixed units.
 aggregated as (
     select
         tenant_id,
