@@ -4,7 +4,8 @@ Seeds ``--rows`` over ``--tenants`` and ``--years``, builds the lake (snapshot +
 it is no longer "seeding"), then measures:
 
 * the full ``dbt build`` of every mart with its data tests (no unit tests), wall and dbt's own
-  elapsed time (run_results.json, i.e. without CLI start-up and parsing);
+  elapsed time (run_results.json, i.e. without CLI start-up and parsing), then the lake audit
+  the marts asset runs after publishing (the staging tests over every lake row);
 * an incremental build of one day (the last full day), the same two ways, over lake views
   scoped to the day's files and the days its rows reach (``prepare_marts_database(window=)``),
   against the same build over views of the whole lake (the previous design) in the same run;
@@ -190,6 +191,9 @@ def marts(ctx: Context) -> list[Figure]:
         figures.append(Figure("full build, all marts + tests (wall)", wall, "s", None, False))
         figures.append(Figure("full build, all marts + tests (dbt)", own, "s", None, False))
         figures.append(Figure("full build, all marts + tests (CPU)", cpu, "s", None, False))
+        _, audit_own, _ = run_dbt(project, marts_state, *lake_audit_args())
+        figures.append(Figure("lake audit after the full build (dbt)", audit_own, "s", None,
+                              False))  # fmt: skip
         day = spec.end - timedelta(days=2)
         one_day = ("build", "--vars", _window(day), "--exclude-resource-type", "unit_test")
         # What the marts asset runs for the day: the views of the full build kept (but
@@ -229,10 +233,18 @@ def marts(ctx: Context) -> list[Figure]:
 
 
 def full_build_args() -> list[str]:
-    """The ``dbt build`` arguments of the marts asset's build of everything."""
+    """The ``dbt build`` arguments of the marts asset's build of everything (the lake audit
+    runs after it: :func:`lake_audit_args`)."""
     from ledger_assets.defs.dbt.assets import MartsConfig, dbt_build_args
 
     return dbt_build_args(None, MartsConfig())
+
+
+def lake_audit_args() -> list[str]:
+    """The ``dbt test`` arguments of the lake audit the marts asset runs after publishing."""
+    from ledger_assets.defs.dbt.assets import lake_audit_args as audit_args
+
+    return audit_args()
 
 
 def _asset_build_args(day: date) -> list[str]:

@@ -19,6 +19,7 @@ from ledger_assets.defs.dbt.assets import (
     MANIFEST_PATH,
     MartsConfig,
     dbt_build_args,
+    lake_audit_args,
     ledger_marts,
 )
 from ledger_assets.defs.dbt.resources import DBT_PROJECT_DIR, dbt_cli, marts_run_resources
@@ -45,16 +46,27 @@ def test_a_partition_window_becomes_dbt_vars() -> None:
 
 def test_a_full_refresh_drops_the_window() -> None:
     args = dbt_build_args(DAY, MartsConfig(full_refresh=True, unit_tests=True))
-    assert args == ["build", "--threads", "1", "--full-refresh"]
+    assert args == ["build", "--exclude", "tag:lake_audit", "--full-refresh"]
     # ... and rebuilds every view.
     assert dbt_build_args(DAY, MartsConfig(full_refresh=True), ["stg_a"]) == [
-        "build", "--threads", "1", "--full-refresh", "--exclude-resource-type", "unit_test"
+        "build", "--exclude", "tag:lake_audit", "--full-refresh",
+        "--exclude-resource-type", "unit_test",
     ]  # fmt: skip
 
 
-def test_only_a_build_of_everything_runs_one_node_at_a_time() -> None:
-    assert dbt_build_args(None, MartsConfig())[:3] == ["build", "--threads", "1"]
-    assert "--threads" not in dbt_build_args(DAY, MartsConfig())
+def test_only_a_build_of_everything_leaves_the_lake_audit_for_after_publishing() -> None:
+    assert dbt_build_args(None, MartsConfig())[:3] == ["build", "--exclude", "tag:lake_audit"]
+    assert "tag:lake_audit" not in dbt_build_args(DAY, MartsConfig())
+    assert lake_audit_args() == ["test", "--selector", "lake_audit", "--threads", "1"]
+    # The audit is the staging models' tests over the lake's tables.
+    manifest = json.loads(MANIFEST_PATH.read_text())
+    audit = {
+        node["attached_node"].split(".")[-1]
+        for node in manifest["nodes"].values()
+        if "lake_audit" in node["tags"]
+    }
+    assert {"stg_stripe__charges", "stg_stripe__balance_transactions"} <= audit
+    assert all(name.startswith(("stg_stripe__", "stg_plaid__")) for name in audit)
 
 
 def test_a_windowed_run_excludes_the_views_it_keeps() -> None:
@@ -174,6 +186,39 @@ def test_materializing_one_day_builds_checks_and_publishes(
         assert days.fetchall() == [(date(2025, 3, 10),), (date(2025, 3, 11),)]
     finally:
         con.close()
+
+
+def test_a_full_build_publishes_the_marts_then_audits_the_lake(
+    seeded_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("LEDGER_STATE_DIR", str(state))
+    result = dg.materialize(
+        [ledger_marts],
+        partition_key="2025-03-10",
+        resources=marts_run_resources(
+            seeded_lake.dsn, LakeResource(root=str(seeded_lake.layout.root)), state
+        ),
+        run_config=dg.RunConfig({ledger_marts.op.name: {"config": {"full_refresh": True}}}),
+    )
+    assert result.success
+    assert current_snapshot(state / "marts") is not None
+    events = result.all_events
+    checked = [
+        i for i, e in enumerate(events)
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.asset_check_evaluation_data.asset_key
+        == dg.AssetKey(["staging", "stg_stripe__charges"])
+    ]  # fmt: skip
+    built = [i for i, e in enumerate(events) if e.is_step_materialization]
+    # The charges' grain test ran, passed, and only after every model was built.
+    assert checked
+    assert min(checked) > max(built)
+    audit = [
+        c for c in result.get_asset_check_evaluations()
+        if c.asset_key.path[0] == "staging"
+    ]  # fmt: skip
+    assert all(c.passed for c in audit)
 
 
 def test_an_open_reconciliation_mismatch_blocks_that_days_marts(
