@@ -15,8 +15,7 @@ directed as (
         coalesce(category_primary, 'UNCATEGORIZED') as category,
         is_pending,
         case when amount_minor < 0 then -amount_minor else 0 end as inflow,
-        case when amount_minor > 0 then amount_minor else 0 end as outflow,
-        source_lsn
+        case when amount_minor > 0 then amount_minor else 0 end as outflow
     from transactions
 )
 
