@@ -1,5 +1,6 @@
-{#- Fails for every combination of `combination_of_columns` that occurs more than once: the
-    uniqueness half of a composite grain (pair it with not_null on each column). -#}
+{#- Fails for every combination of `combination_of_columns` that occurs more than once, nulls
+    allowed: for the reconciliation results' grains only. A grain whose columns must not be
+    null takes unique_and_not_null, which checks both in the same scan. -#}
 {% test unique_combination_of_columns(model, combination_of_columns) %}
 select {{ combination_of_columns | join(', ') }}, count(*) as occurrences
 from {{ model }}
