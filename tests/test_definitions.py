@@ -10,6 +10,7 @@ import time
 import urllib.request
 import warnings
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -41,7 +42,7 @@ LOCATION_QUERY = """
           ... on RepositoryLocation {
             repositories {
               assetNodes { assetKey { path } }
-              sensors { name }
+              sensors { name sensorState { status ticks(limit: 1) { status } } }
             }
           }
         }
@@ -134,6 +135,15 @@ def test_dagster_dev_serves_the_code_location(tmp_path: Path, migrated_dsn: str)
         asset_paths = {tuple(n["assetKey"]["path"]) for n in repo["assetNodes"]}
         assert ("sor", "stripe_charges") in asset_paths
         assert {"tenant_registry_sensor"} <= {s["name"] for s in repo["sensors"]}
+        # Stop between daemon passes, not in one: the daemon evaluates sensors in threads
+        # (dagster.yaml), and a tick still submitting its run while `dagster dev` shuts the
+        # workspace down logs "Location ... does not exist in workspace".
+        while time.monotonic() < deadline and not _first_sensor_ticks_ended(repo):
+            time.sleep(0.2)
+            data = _graphql(port, LOCATION_QUERY)
+            location = data["data"]["workspaceOrError"]["locationEntries"][0]  # type: ignore[index]
+            repo = location["locationOrLoadError"]["repositories"][0]
+        assert _first_sensor_ticks_ended(repo), repo
     finally:
         server.terminate()
         try:
@@ -149,6 +159,14 @@ def test_dagster_dev_serves_the_code_location(tmp_path: Path, migrated_dsn: str)
         and not any(known in line for known in DAGSTER_OWN_NOTICES)
     ]
     assert unexpected == []
+
+
+def _first_sensor_ticks_ended(repo: Any) -> bool:
+    """Every running sensor of ``repo`` (LOCATION_QUERY's shape) has ticked, and its latest
+    tick is over (not ``STARTED``)."""
+    states = [s["sensorState"] for s in repo["sensors"]]
+    running = [state for state in states if state["status"] == "RUNNING"]
+    return all(state["ticks"] and state["ticks"][0]["status"] != "STARTED" for state in running)
 
 
 @pytest.mark.parametrize("config", ["dagster.yaml", "docs/deploy/dagster.yaml"])
